@@ -1,0 +1,114 @@
+"""Saving and loading checkpoints safely.
+
+Saves are atomic (write a temporary file, then `os.replace`), so an interrupted save never destroys the
+previous checkpoint. Loads use `torch.load(weights_only=True)`, which refuses pickled code, and turn every
+failure (missing, truncated, tampered, another model config) into an error that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .model import ImageTransformer
+
+FORMAT = "imagen-tutorial/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupted, unsafe, or made for another model."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write `state` (plain data and tensors) to `path` atomically: the old file stays until the new one is whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_config(saved: dict[str, Any], expected: ModelConfig, source: str = "the checkpoint") -> None:
+    """Raise CheckpointError naming every field where `saved` differs from `expected`."""
+    wanted = expected.to_dict()
+    diffs = [f"{k}={saved.get(k)!r} in {source} but {wanted[k]!r} here" for k in wanted if saved.get(k) != wanted[k]]
+    if diffs:
+        raise CheckpointError(
+            f"{source} was made for another model config: {'; '.join(diffs)}. Build the model from the "
+            f"checkpoint's own config (imagen_tutorial.load_model(path)) or pick a checkpoint made for this one."
+        )
+
+
+def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_location: str = "cpu") -> dict:
+    """Read a checkpoint dict (weights_only=True). With `config`, also check it was made for that config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist. Train one with `python -m imagen_tutorial train --out DIR` "
+            f"(it writes DIR/checkpoint.pt) or use load_pretrained(name) for a shipped one."
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds pickled Python objects, not only tensors and plain data, and "
+            f"loading those could run code. Only load checkpoints you made or trust. (torch: {str(error)[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is truncated or corrupted and cannot be read ({str(error)[:160]}). Use an earlier copy or "
+            f"re-create it; training writes checkpoints atomically, so this usually means a cut-short copy."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model_config" not in state:
+        raise CheckpointError(f"{path} is not an imagen-tutorial checkpoint (expected format {FORMAT!r}).")
+    if config is not None:
+        check_config(state["model_config"], config, f"checkpoint {path}")
+    return state
+
+
+def model_from_state(state: dict, source: str = "the checkpoint") -> ImageTransformer:
+    """Build the model a checkpoint dict describes and load its weights (fp16-stored weights come back fp32)."""
+    try:
+        model = ImageTransformer(ModelConfig.from_dict(state["model_config"]))
+    except ValueError as error:
+        raise CheckpointError(f"{source} has an invalid model config: {error}") from None
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{source} does not match its own config ({str(error)[:300]})") from None
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ImageTransformer:
+    """A trained model from a checkpoint file, in eval mode on `device`."""
+    return model_from_state(load_checkpoint(path), f"checkpoint {path}").to(device).eval()
+
+
+def export_model(model: ImageTransformer, path: str | Path, half: bool = False, **info: Any) -> Path:
+    """Write weights and config only (no optimizer), optionally as fp16 to halve the file."""
+    weights = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+               for k, v in model.state_dict().items()}
+    return save_checkpoint({"model": weights, "model_config": model.config.to_dict(), **info}, path)

@@ -1,0 +1,55 @@
+"""Encoders turn the condition into a memory [B, S, d] that the decoder cross-attends to.
+
+`TextEncoder` reads caption tokens (embedding + learned positions + bidirectional blocks); `ImageEncoder`
+reads a small image cut into patches, the way a Vision Transformer does. Neither is causal: every
+condition token may look at every other one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .blocks import EncoderBlock
+
+
+class TextEncoder(nn.Module):
+    """Token ids [B, S] (0 = padding) -> memory [B, S, d] and a mask [B, S] that is True for real tokens."""
+
+    def __init__(self, vocab_size: int, max_len: int, d_model: int, n_heads: int, n_layers: int,
+                 d_ff: int, dropout: float = 0.0, pad_id: int = 0) -> None:
+        super().__init__()
+        self.pad_id, self.max_len = pad_id, max_len
+        self.token_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d_model)
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        mask = tokens != self.pad_id  # (B, S)
+        pos = torch.arange(tokens.size(1), device=tokens.device)
+        x = self.token_emb(tokens) + self.pos_emb(pos)  # (B, S, C)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln(x), mask
+
+
+class ImageEncoder(nn.Module):
+    """Float image [B, 1, s, s] in [0, 1] -> memory [B, (s/p)², d]: one token per p×p patch."""
+
+    def __init__(self, image_size: int, patch_size: int, d_model: int, n_heads: int, n_layers: int,
+                 d_ff: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.image_size = image_size
+        # A strided convolution is exactly "flatten each patch and apply one Linear layer".
+        self.patch_emb = nn.Conv2d(1, d_model, kernel_size=patch_size, stride=patch_size)
+        self.pos_emb = nn.Parameter(torch.zeros((image_size // patch_size) ** 2, d_model))
+        nn.init.normal_(self.pos_emb, std=0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d_model)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, None]:
+        x = self.patch_emb(image).flatten(2).transpose(1, 2) + self.pos_emb  # (B, S, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x), None

@@ -1,0 +1,223 @@
+"""The whole model: an encoder for the condition and a pixel decoder, with loss, bits/dim and sampling.
+
+`ImageTransformer(config)` builds the encoder that `config.condition` asks for (text, image or none) and a
+`PixelDecoder`. `forward` scores every pixel at once (teacher forcing); `generate` draws pixels one at a time
+with temperature, top-k, classifier-free guidance and an optional prefix (inpainting by completion).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .decoder import PixelDecoder
+from .encoder import ImageEncoder, TextEncoder
+from .text import Tokenizer
+
+Condition = Tensor | str | list[str] | None
+
+
+class ImageTransformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tokenizer = Tokenizer()
+        if c.condition == "caption":
+            self.encoder = TextEncoder(self.tokenizer.vocab_size, c.max_caption_len, c.d_model, c.n_heads,
+                                       c.n_enc_layers, c.ff_width, c.dropout, self.tokenizer.pad_id)
+        elif c.condition in ("lowres", "edges"):
+            self.encoder = ImageEncoder(c.cond_image_size, c.patch_size, c.d_model, c.n_heads,
+                                        c.n_enc_layers, c.ff_width, c.dropout)
+            # What the decoder reads when the condition is dropped (classifier-free guidance).
+            self.null_memory = nn.Parameter(torch.zeros(1, 1, c.d_model))
+        else:
+            self.encoder = None
+        self.decoder = PixelDecoder(c.levels, c.image_size, c.d_model, c.n_heads, c.n_layers, c.ff_width,
+                                    c.dropout, cross=self.encoder is not None)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------ input checks
+    def check_images(self, images: Tensor, values: bool = True) -> None:
+        """Raise ValueError unless images is a LongTensor [B, H, W] of levels (values: also check the range)."""
+        c = self.config
+        if not isinstance(images, Tensor) or images.dim() != 3 or images.shape[1:] != (c.image_size,) * 2:
+            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            hint = " (drop the channel axis with images.squeeze(1))" if isinstance(images, Tensor) and \
+                images.dim() == 4 and images.size(1) == 1 else ""
+            raise ValueError(f"images must have shape [B, {c.image_size}, {c.image_size}]; got {shape}{hint}")
+        if images.is_floating_point() or images.dtype == torch.bool:
+            raise ValueError(f"images must be integer levels (LongTensor), got {images.dtype}; turn uint8 or "
+                             f"[0, 1] float images into levels with imagen_tutorial.data.quantize(x, {c.levels})")
+        if values and images.numel() and (images.min() < 0 or images.max() >= c.levels):
+            raise ValueError(f"image levels must be in [0, {c.levels}); got values {int(images.min())}.."
+                             f"{int(images.max())}: quantize uint8 images with quantize(x, {c.levels})")
+
+    def prepare_condition(self, cond: Condition, batch: int | None = None, values: bool = True) -> Tensor | None:
+        """Check `cond` for this model's condition kind; captions given as strings are tokenized.
+        values=False skips the checks that read tensor values (they cost a GPU sync in the training loop)."""
+        c = self.config
+        if c.condition == "none":
+            if cond is not None:
+                raise ValueError("this model is unconditional (condition='none'): pass cond=None")
+            return None
+        if cond is None:
+            raise ValueError(f"this model is conditioned on {c.condition!r}: pass a condition")
+        if c.condition == "caption":
+            if isinstance(cond, (str, list, tuple)):
+                cond = self.tokenizer.encode(cond)
+            if cond.dim() != 2 or cond.is_floating_point() or cond.size(1) > c.max_caption_len:
+                raise ValueError(f"caption tokens must be a LongTensor [B, S] with S <= {c.max_caption_len}; got "
+                                 f"{cond.dtype} {list(cond.shape)}: use Tokenizer().encode(captions)")
+            if values and cond.numel() and (cond.min() < 0 or cond.max() >= self.tokenizer.vocab_size):
+                raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
+            cond = cond.to(self.decoder.head.weight.device)
+        else:
+            s = c.cond_image_size
+            if not isinstance(cond, Tensor) or cond.dim() != 4 or cond.shape[1:] != (1, s, s):
+                shape = list(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+                raise ValueError(f"the {c.condition} condition must be a float image [B, 1, {s}, {s}] in [0, 1]; "
+                                 f"got {shape} (build it with imagen_tutorial.data.image_condition)")
+            if not cond.is_floating_point() or values and (cond.min() < 0 or cond.max() > 1):
+                raise ValueError(f"the {c.condition} condition must be floats in [0, 1]; scale uint8 images by 1/255")
+        if batch is not None and cond.size(0) != batch:
+            raise ValueError(f"condition batch {cond.size(0)} differs from image batch {batch}")
+        return cond
+
+    # ------------------------------------------------------------ scoring
+    def encode(self, cond: Tensor | None, drop: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """Condition -> (memory [B, S, d], mask [B, S] or None). Rows where `drop` is True get the empty
+        condition instead (the empty caption, or a learned null memory for images)."""
+        if self.encoder is None:
+            return None, None
+        if self.config.condition == "caption":
+            if drop is not None:  # the empty caption: <bos> then padding
+                empty = torch.full_like(cond, self.tokenizer.pad_id)
+                empty[:, 0] = self.tokenizer.bos_id
+                cond = torch.where(drop[:, None], empty, cond)
+            return self.encoder(cond)
+        memory, mask = self.encoder(cond)
+        if drop is not None:
+            memory = torch.where(drop[:, None, None], self.null_memory.to(memory.dtype).expand_as(memory), memory)
+        return memory, mask
+
+    def forward(self, images: Tensor, cond: Condition = None, drop: Tensor | None = None,
+                check: bool = True) -> Tensor:
+        """images LongTensor [B, H, W] of levels -> logits [B, H*W, levels]; logits[:, t] sees pixels < t.
+        drop: bool [B], rows trained on the empty condition. check=False skips value-range checks."""
+        self.check_images(images, values=check)
+        cond = self.prepare_condition(cond, images.size(0), values=check)
+        memory, mask = self.encode(cond, drop)
+        pixels = images.flatten(1)  # (B, T) in raster order
+        return self.decoder(self.decoder.shift_right(pixels), memory, mask)
+
+    def loss(self, images: Tensor, cond: Condition = None, drop: Tensor | None = None) -> Tensor:
+        """Mean cross-entropy per pixel, in nats (a scalar)."""
+        logits = self(images, cond, drop)
+        return F.cross_entropy(logits.flatten(0, 1).float(), images.flatten())
+
+    @torch.no_grad()
+    def bits_per_dim(self, images: Tensor, cond: Condition = None) -> Tensor:
+        """Negative log-likelihood of each image in bits per pixel: float [B]."""
+        logits = self(images, cond)  # (B, T, levels)
+        nats = F.cross_entropy(logits.transpose(1, 2).float(), images.flatten(1), reduction="none")  # (B, T)
+        return nats.mean(dim=1) / math.log(2)
+
+    def flops_per_image(self, cond_len: int = 0, training: bool = True) -> float:
+        """Matmul FLOPs to score one image: 2 per multiply-add in every Linear layer and in the attention
+        scores (Q·Kᵀ and weights·V, the full square as in PaLM's MFU); ×3 for forward + backward."""
+        c, T, S = self.config, self.config.seq_len, cond_len
+        d, f, cross = c.d_model, c.ff_width, self.encoder is not None
+        layer = T * (4 * d * d + 2 * d * f) + 2 * T * T * d  # self-attn projections + FFN, scores + sums
+        layer += cross * (2 * d * d * (T + S) + 2 * T * S * d)  # cross-attn: q/out per pixel, k/v per token
+        enc_layer = S * (4 * d * d + 2 * d * f) + 2 * S * S * d
+        forward = 2 * (c.n_layers * layer + T * d * c.levels + cross * c.n_enc_layers * enc_layer)
+        return forward * (3 if training else 1)
+
+    # ------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(self, cond: Condition = None, temperature: float = 1.0, top_k: int | None = None,
+                 guidance: float = 1.0, prefix: Tensor | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None, batch_size: int | None = None,
+                 progress: bool = False) -> Tensor:
+        """Sample images LongTensor [B, H, W] pixel by pixel in raster order.
+
+        cond: caption tokens [B, S] (or strings), a condition image, or None with `batch_size` for
+        condition="none". guidance g mixes logits as uncond + g·(cond − uncond); g=1 is plain conditional
+        sampling and skips the unconditional pass. prefix [B, n]: the first n pixels, kept as given.
+        temperature 0 picks the most likely level."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(cond, temperature, top_k, guidance, prefix, use_cache, generator,
+                                  batch_size, progress)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, cond, temperature, top_k, guidance, prefix, use_cache, generator, batch_size, progress):
+        c, device = self.config, self.decoder.head.weight.device
+        cond = self.prepare_condition(cond)
+        B = cond.size(0) if cond is not None else (prefix.size(0) if prefix is not None else batch_size)
+        if B is None:
+            raise ValueError("an unconditional model needs batch_size (or a prefix) to know how many images")
+        memory, mask = self.encode(cond)
+        guided = guidance != 1.0 and memory is not None
+        if guided:  # run conditional and unconditional rows as one batch of 2B
+            memory_u, mask_u = self.encode(cond, drop=torch.ones(B, dtype=torch.bool, device=device))
+            memory = torch.cat([memory, memory_u])
+            mask = torch.cat([mask, mask_u]) if mask is not None else None
+        T = c.seq_len
+        out = torch.zeros(B, T, dtype=torch.long, device=device)
+        n = 0
+        if prefix is not None:
+            n = prefix.size(1)
+            if prefix.dim() != 2 or prefix.size(0) != B or not 0 <= n < T:
+                raise ValueError(f"prefix must be a LongTensor [B={B}, n] with n < {T}; got {list(prefix.shape)}")
+            self.check_images(F.pad(prefix, (0, T - n)).view(B, c.image_size, c.image_size))
+            out[:, :n] = prefix.to(device)
+
+        def twice(x: Tensor) -> Tensor:
+            return torch.cat([x, x]) if guided else x
+
+        def sample(logits: Tensor) -> Tensor:  # (B or 2B, levels) -> (B,)
+            logits = logits.float()
+            if guided:
+                cond_logits, uncond_logits = logits.chunk(2)
+                logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+            if temperature == 0:
+                return logits.argmax(-1)
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.size(-1):
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+        steps = range(n, T)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="sampling", unit="px")
+        dec = self.decoder
+        cache = dec.new_cache(memory.size(1) if memory is not None else 0) if use_cache else None
+        if use_cache:  # read the start token and the prefix in one pass
+            logits = dec(twice(dec.shift_right(out[:, : n + 1])), memory, mask, cache)[:, -1]
+        for t in steps:
+            if not use_cache:  # re-read everything so far: O(t) work per step, O(T²) per image
+                logits = dec(twice(dec.shift_right(out[:, : t + 1])), memory, mask)[:, -1]
+            out[:, t] = sample(logits)
+            if use_cache and t + 1 < T:  # feed only the new pixel; earlier keys/values are cached
+                logits = dec(twice(out[:, t : t + 1]), memory, mask, cache, offset=t + 1)[:, -1]
+        return out.view(B, c.image_size, c.image_size)

@@ -1,0 +1,45 @@
+"""The checkpoints that ship with the course, in `data/checkpoints/`, listed in `manifest.json`.
+
+Each entry names a file and its sha256; `load_pretrained(name)` checks the hash before loading, so a
+partial copy or an edited file is caught with a message instead of producing odd samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, file_sha256, load_checkpoint, model_from_state
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+
+
+def read_manifest(root: str | Path | None = None) -> dict[str, dict]:
+    """name -> entry (file, sha256, config, steps, test bits/dim, how it was trained)."""
+    path = Path(root or CHECKPOINT_DIR) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; restore it with `git checkout -- data/checkpoints`")
+    return json.loads(path.read_text())["checkpoints"]
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | Path | None = None):
+    """A shipped model by name, in eval mode, after checking its sha256 against the manifest."""
+    root = Path(root or CHECKPOINT_DIR)
+    manifest = read_manifest(root)
+    if name not in manifest:
+        have = ", ".join(sorted(manifest)) or "none yet"
+        raise ValueError(f"no shipped checkpoint is called {name!r}; available: {have}. "
+                         f"To use your own, call imagen_tutorial.load_model(path).")
+    entry = manifest[name]
+    path = root / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"shipped checkpoint {path} is missing; restore it with "
+                                f"`git checkout -- data/checkpoints` (or `git lfs pull` if it is an LFS file)")
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"{path} has sha256 {digest[:12]}… but manifest.json expects "
+                              f"{entry['sha256'][:12]}…: the file is damaged or was replaced. Restore it with "
+                              f"`git checkout -- data/checkpoints`.")
+    return model_from_state(load_checkpoint(path), f"shipped checkpoint {name!r}").to(device).eval()

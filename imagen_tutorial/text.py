@@ -1,0 +1,70 @@
+"""A word-level tokenizer over the course's small, fixed caption vocabulary.
+
+The vocabulary is every word of the caption templates and class names in `data.py`, plus `<pad>` and `<bos>`.
+Every encoded caption starts with `<bos>`, so even the empty caption "" (the unconditional one used by
+classifier-free guidance) has one real token for attention to look at.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .data import CAPTION_TEMPLATES, NOUN_PHRASES
+
+PAD, BOS = "<pad>", "<bos>"
+
+
+def split_words(text: str) -> list[str]:
+    """Lower-case words; punctuation other than the hyphen in "t-shirt" is dropped."""
+    return re.sub(r"[^a-z0-9\-\s]", " ", text.lower()).split()
+
+
+class Tokenizer:
+    """Maps captions to LongTensor ids [B, S] (padded with <pad>=0, each row starting with <bos>=1) and back."""
+
+    def __init__(self) -> None:
+        words = {w for t in CAPTION_TEMPLATES for w in split_words(t.format(""))}
+        words |= {w for names in NOUN_PHRASES for name in names for w in split_words(name)}
+        self.vocab: list[str] = [PAD, BOS] + sorted(words)
+        self.ids = {w: i for i, w in enumerate(self.vocab)}
+        self.pad_id, self.bos_id = self.ids[PAD], self.ids[BOS]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _ids(self, text: str) -> list[int]:
+        ids = [self.bos_id]
+        for word in split_words(text):
+            if word not in self.ids:
+                words = self.vocab[2:]
+                close = difflib.get_close_matches(word, words, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+                raise ValueError(
+                    f"caption word {word!r} (in {text!r}) is not in the vocabulary; {hint}"
+                    f"the model knows only these words: {', '.join(words)}"
+                )
+            ids.append(self.ids[word])
+        return ids
+
+    def encode(self, texts: str | Sequence[str], max_len: int | None = None) -> Tensor:
+        """One caption or a list -> LongTensor [B, S], S = longest caption + 1 (<bos>), or `max_len` if given."""
+        if isinstance(texts, str):
+            texts = [texts]
+        rows = [self._ids(t) for t in texts]
+        longest = max(len(r) for r in rows)
+        if max_len is not None and longest > max_len:
+            raise ValueError(f"caption {texts[[len(r) for r in rows].index(longest)]!r} has {longest - 1} words; "
+                             f"the model reads at most {max_len - 1}")
+        width = max_len or longest
+        return torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    def decode(self, ids: Tensor) -> list[str]:
+        """LongTensor [B, S] (or [S]) -> captions, dropping <bos> and <pad>."""
+        ids = ids.view(-1, ids.size(-1)) if ids.dim() else ids.view(1, 1)
+        return [" ".join(self.vocab[i] for i in row.tolist() if i > self.bos_id) for row in ids]

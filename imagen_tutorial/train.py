@@ -1,0 +1,329 @@
+"""The training loop: one `Trainer` that runs the same on a laptop CPU, one GPU, or several under torchrun.
+
+Each piece answers a problem chapter 05 measures: AdamW with decay only on weight matrices, warm-up then
+cosine LR, gradient clipping, accumulation, mixed precision (bf16, or fp16 with a GradScaler) on CUDA,
+optional torch.compile, periodic test bits/dim and samples, a JSONL log with throughput and MFU, atomic
+checkpoints that resume exactly, a NaN guard, and DistributedDataParallel when WORLD_SIZE > 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .data import NOUN_PHRASES, all_captions, augment, image_condition, load_fashion_mnist, quantize, resize
+from .metrics import dataset_bits_per_dim
+from .model import ImageTransformer
+from .viz import save_grid
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to cfg.min_lr_ratio at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay only on Linear/Conv weight matrices, never on biases, norms or embeddings."""
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fused)
+
+
+class BatchStream:
+    """Shuffled indices, one permutation per epoch from (seed, epoch), so the position is a resumable state.
+    With several processes each takes every world-th index, as DistributedSampler does."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if n < batch * world:
+            raise ValueError(f"{n} training images are fewer than one batch of {batch * world}")
+        self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
+        self.epoch, self.pos, self._perm = 0, 0, None
+
+    def next(self) -> torch.Tensor:
+        span = self.batch * self.world
+        if self.pos + span > self.n:  # drop the last partial batch, start a new epoch
+            self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
+        if self._perm is None:
+            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        idx = self._perm[self.pos + self.rank : self.pos + span : self.world]
+        self.pos += span
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos, self._perm = state["epoch"], state["pos"], None
+
+
+class Trainer:
+    """Build everything from two configs and an output folder; `run()` trains, `train_step()` does one step."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
+                 data: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.model_cfg, self.cfg, self.out = model_cfg, cfg, Path(out_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = pick_device(cfg.device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.batch_size % (self.world * cfg.accum_steps):
+            raise ValueError(f"batch_size={cfg.batch_size} must divide by processes × accum_steps = "
+                             f"{self.world} × {cfg.accum_steps}")
+        self.micro_batch = cfg.batch_size // (self.world * cfg.accum_steps)
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every process
+        self.model = ImageTransformer(model_cfg).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(lr_factor, cfg=cfg))
+        self.dtype = self._autocast_dtype()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.net: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        images, labels = data if data is not None else load_fashion_mnist("train")
+        if cfg.train_images:
+            images, labels = images[: cfg.train_images], labels[: cfg.train_images]
+        self.images, self.labels = resize(images, model_cfg.image_size), labels
+        self.test = None  # loaded on first evaluation
+        self.batches = BatchStream(len(self.images), self.micro_batch, cfg.seed, self.rank, self.world)
+        if model_cfg.condition == "caption":  # every caption of every class, tokenized once: [10, V, S]
+            captions = [all_captions(c) for c in range(len(NOUN_PHRASES))]
+            n = max(len(c) for c in captions)
+            table = self.model.tokenizer.encode([caps[i % len(caps)] for caps in captions for i in range(n)])
+            self.caption_table = table.view(len(captions), n, -1)
+            self.caption_counts = torch.tensor([len(c) for c in captions])
+        self.step, self.elapsed = 0, 0.0
+        torch.manual_seed(cfg.seed + 1 + self.rank)  # per-process randomness for dropout and augmentation
+        if resume:
+            self.load(self.out / "checkpoint.pt")
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        p = self.cfg.precision
+        if p == "fp32" or (p == "auto" and self.device.type != "cuda"):
+            return None
+        if p == "fp16" or (p == "auto" and not torch.cuda.is_bf16_supported()):
+            if self.device.type != "cuda":
+                raise ValueError("precision='fp16' needs a CUDA device; use fp32 or bf16 on the CPU")
+            return torch.float16
+        return torch.bfloat16
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # ------------------------------------------------------------ one step
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(levels [b, H, W], condition, drop [b]) for one micro-batch, on the device."""
+        idx = self.batches.next()
+        raw, labels = self.images[idx], self.labels[idx]
+        if self.cfg.crop_padding or self.cfg.hflip:
+            raw = augment(raw, self.cfg.crop_padding, self.cfg.hflip)
+        cond = drop = None
+        condition = self.model_cfg.condition
+        if condition == "caption":
+            choice = (torch.rand(len(idx)) * self.caption_counts[labels]).long()
+            cond = self.caption_table[labels, choice]
+        elif condition != "none":
+            cond = image_condition(raw, condition, self.model_cfg.cond_size)
+        if condition != "none":
+            drop = (torch.rand(len(idx)) < self.cfg.cond_dropout).to(self.device)
+            cond = cond.to(self.device, non_blocking=True)
+        return quantize(raw, self.model_cfg.levels).to(self.device, non_blocking=True), cond, drop
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over cfg.accum_steps micro-batches; returns (mean loss in nats, grad norm)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.cfg.accum_steps):
+            images, cond, drop = self.next_batch()
+            last = micro == self.cfg.accum_steps - 1
+            sync = self.net.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+            with sync, self.autocast():
+                logits = self.net(images, cond, drop, check=False)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), images.flatten())
+            self.scaler.scale(loss / self.cfg.accum_steps).backward()
+            total += loss.detach() / self.cfg.accum_steps
+        self.scaler.unscale_(self.optimizer)
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return total, norm
+
+    # ------------------------------------------------------------ evaluation, checkpoints, logging
+    def evaluate(self) -> float:
+        """Test bits/dim on the first cfg.eval_images official test images; writes a sample grid."""
+        if self.test is None:
+            images, labels = load_fashion_mnist("test")
+            self.test = images[: self.cfg.eval_images], labels[: self.cfg.eval_images]
+        bpd = dataset_bits_per_dim(self.model, *self.test).mean().item()
+        c = self.model_cfg
+        n = 10
+        cond = None
+        if c.condition == "caption":
+            cond = [all_captions(k)[0] for k in range(n)]
+        elif c.condition != "none":
+            cond = image_condition(resize(self.test[0][:n], c.image_size), c.condition, c.cond_size).to(self.device)
+        generator = torch.Generator(self.device).manual_seed(self.cfg.seed)  # leaves the training RNG alone
+        samples = self.model.generate(cond, generator=generator, batch_size=n)
+        save_grid(samples, c.levels, self.out / f"samples_{self.step:06d}.png")
+        return bpd
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "step": self.step, "elapsed_s": self.elapsed, "batches": self.batches.state_dict(),
+                "model_config": self.model_cfg.to_dict(), "train_config": self.cfg.to_dict(), "rng": rng}
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.state_dict(), self.out / "checkpoint.pt")
+        if self.world > 1:
+            dist.barrier()
+
+    def load(self, path: Path) -> None:
+        """Restore everything from a checkpoint of the same model config (else an error naming the fields)."""
+        state = load_checkpoint(path, map_location=str(self.device))
+        check_config(state["model_config"], self.model_cfg, f"checkpoint {path}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.batches.load_state_dict(state["batches"])
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+        if self.world == 1:  # exact continuation; other processes re-seed from (seed, rank, step)
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        else:
+            torch.manual_seed(self.cfg.seed + 1 + self.rank + 1000 * self.step)
+
+    def log(self, row: dict) -> None:
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def peak_flops(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        if "IMAGEN_PEAK_FLOPS" in os.environ:
+            return float(os.environ["IMAGEN_PEAK_FLOPS"])
+        name = torch.cuda.get_device_name(self.device)
+        return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self.model.train()
+        cond_len = self.caption_table.size(-1) if hasattr(self, "caption_table") else (
+            (self.model_cfg.cond_image_size // self.model_cfg.patch_size) ** 2
+            if self.model_cfg.condition != "none" else 0)
+        flops = self.model.flops_per_image(cond_len) * self.world  # per optimizer-step image, all processes
+        peak = self.peak_flops()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
+                   desc="training", unit="step", dynamic_ncols=True)
+        summary: dict = {"step": self.step}
+        losses: list[torch.Tensor] = []
+        start, mark, mark_step = time.perf_counter(), time.perf_counter(), self.step
+        elapsed0 = self.elapsed
+        while self.step < cfg.steps:
+            loss, norm = self.train_step()
+            losses.append(loss)
+            self.elapsed = elapsed0 + time.perf_counter() - start
+            out_of_time = bool(cfg.max_minutes) and self.elapsed >= 60 * cfg.max_minutes
+            if self.world > 1 and cfg.max_minutes:  # every process must stop at the same step
+                flag = torch.tensor(float(out_of_time), device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            done = self.step >= cfg.steps or out_of_time
+            if self.step % cfg.log_every == 0 or done or self.step % cfg.ckpt_every == 0:
+                mean = torch.stack(losses).mean().item()  # one device sync per log interval
+                if not math.isfinite(mean):
+                    bar.close()
+                    kept = self.out / "checkpoint.pt"
+                    raise TrainingDiverged(
+                        f"the loss became {mean} by step {self.step}; training stopped without saving, so "
+                        f"{kept if kept.exists() else 'no checkpoint'} is the last good state. Lower lr (now "
+                        f"{cfg.lr}), keep grad_clip on, or use precision='fp32', then resume with --resume.")
+                now = time.perf_counter()
+                img_s = (self.step - mark_step) * cfg.batch_size / max(now - mark, 1e-9)
+                summary = {"step": self.step, "train_bpd": mean / math.log(2), "lr": self.scheduler.get_last_lr()[0],
+                           "grad_norm": float(norm), "img_per_s": img_s,
+                           "tokens_per_s": img_s * self.model_cfg.seq_len,
+                           "mfu": img_s * flops / self.world / peak if peak else None,
+                           "elapsed_s": round(self.elapsed, 2)}
+                self.log(summary)
+                bar.set_postfix(bpd=f"{summary['train_bpd']:.3f}", img_s=f"{img_s:.0f}")
+                losses, mark, mark_step = [], now, self.step
+            if cfg.eval_every and (self.step % cfg.eval_every == 0 or done) and self.rank == 0:
+                summary["test_bpd"] = self.evaluate()
+                self.log({"step": self.step, "test_bpd": summary["test_bpd"]})
+                mark = time.perf_counter()  # evaluation time is not training throughput
+            if self.step % cfg.ckpt_every == 0 or done:
+                self.save()
+            bar.update(1)
+            if out_of_time:
+                bar.write(f"stopped after {cfg.max_minutes} minutes at step {self.step} (checkpoint saved)")
+                break
+        bar.close()
+        return summary
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict:
+    """Train a model; checkpoint, log and sample grids go to out_dir. Returns the last logged figures."""
+    trainer = Trainer(model_cfg, cfg, out_dir, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,89 @@
+"""Pictures: image grids, the generation-order GIF, attention maps and loss curves.
+
+Grids come from `torchvision.utils.make_grid`, GIFs from Pillow, plots from matplotlib (imported only when a
+plot is drawn, so the package stays quick to import).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from .data import dequantize
+
+
+def image_grid(images: Tensor, levels: int, nrow: int = 10, scale: int = 1) -> Image.Image:
+    """Levels [B, H, W] -> one grayscale PIL image with the B images in rows of `nrow`."""
+    grid = make_grid(dequantize(images.cpu(), levels)[:, None], nrow=nrow, padding=2, pad_value=1.0)
+    picture = Image.fromarray(grid[0].mul(255).round().to(torch.uint8).numpy(), mode="L")
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
+
+
+def save_grid(images: Tensor, levels: int, path: str | Path, nrow: int = 10, scale: int = 4) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, levels, nrow, scale).save(path)
+    return path
+
+
+def generation_frames(images: Tensor, levels: int, frames: int = 28, nrow: int = 10, scale: int = 4) -> list:
+    """Frames of raster-order generation: frame k shows the first k/frames of the pixels, the rest blank.
+    Sampling fills pixels in exactly this order, so the frames replay what the model did."""
+    B, H, W = images.shape
+    pixels = images.reshape(B, H * W)
+    out = []
+    for k in range(1, frames + 1):
+        shown = pixels.clone()
+        shown[:, (H * W * k) // frames :] = 0
+        out.append(image_grid(shown.view(B, H, W), levels, nrow, scale))
+    return out
+
+
+def save_generation_gif(images: Tensor, levels: int, path: str | Path, frames: int = 28, nrow: int = 10,
+                        scale: int = 4, ms_per_frame: int = 80) -> Path:
+    """Animated GIF of the generation order; the last frame (the finished images) is held for 1.5 s."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = generation_frames(images, levels, frames, nrow, scale)
+    durations = [ms_per_frame] * (len(pictures) - 1) + [1500]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    return path
+
+
+def plot_attention(weights: Tensor, image_size: int, query: int, ax=None):
+    """Draw one query pixel's attention weights [T] (or [T_q, T] with `query` as row) over the image."""
+    import matplotlib.pyplot as plt
+
+    row = weights[query] if weights.dim() == 2 else weights
+    ax = ax or plt.gca()
+    ax.imshow(row.detach().float().cpu().view(image_size, image_size), cmap="viridis")
+    ax.scatter([query % image_size], [query // image_size], marker="x", color="red")
+    ax.set_axis_off()
+    return ax
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The JSONL training log as a list of dicts."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_loss(log_path: str | Path, ax=None, label: str | None = None):
+    """Train bits/dim (and test bits/dim where evaluated) against step, from a run's log.jsonl."""
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_path)
+    ax = ax or plt.gca()
+    train = [r for r in rows if "train_bpd" in r]
+    test = [r for r in rows if "test_bpd" in r]
+    ax.plot([r["step"] for r in train], [r["train_bpd"] for r in train], label=f"{label or 'run'} train")
+    if test:
+        ax.plot([r["step"] for r in test], [r["test_bpd"] for r in test], "o-", label=f"{label or 'run'} test")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits / dim")
+    ax.legend()
+    return ax
