@@ -34,14 +34,40 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def content_digest(state: Any) -> str:
+    """sha256 over every tensor's bytes and every plain value, in a fixed order. Stored inside the checkpoint,
+    it catches bytes changed inside tensor data, which torch.load itself does not notice."""
+    digest = hashlib.sha256()
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            digest.update(f"T{obj.dtype}{tuple(obj.shape)}".encode())
+            digest.update(obj.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            for key in sorted(obj, key=repr):
+                digest.update(f"K{key!r}".encode())
+                walk(obj[key])
+        elif isinstance(obj, (list, tuple)):
+            digest.update(f"L{len(obj)}".encode())
+            for item in obj:
+                walk(item)
+        else:
+            digest.update(f"V{obj!r}".encode())
+
+    walk(state)
+    return digest.hexdigest()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` (plain data and tensors) to `path` atomically: the old file stays until the new one is whole."""
+    state = {"format": FORMAT, **state}
+    state["content_sha256"] = content_digest(state)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,6 +109,12 @@ def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_loc
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model_config" not in state:
         raise CheckpointError(f"{path} is not an imagen-tutorial checkpoint (expected format {FORMAT!r}).")
+    stored = state.pop("content_sha256", None)
+    if stored != content_digest(state):
+        raise CheckpointError(
+            f"{path} has been altered or damaged: its contents no longer match the checksum written when it was "
+            f"saved. Use an earlier copy or re-create it; do not train or sample from this file."
+        )
     if config is not None:
         check_config(state["model_config"], config, f"checkpoint {path}")
     return state

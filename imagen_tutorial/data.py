@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DATA_DIR = Path(os.environ.get("IMAGEN_TUTORIAL_DATA", Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"))
+_REPO_DATA = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"
+DATA_DIR = Path(os.environ.get("IMAGEN_TUTORIAL_DATA", _REPO_DATA))  # the folder with the four .gz files
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 # How each class is named in a caption (a noun phrase with its article).
@@ -57,7 +58,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unpack(data_dir: Path) -> Path:
     """Verify the .gz files in data_dir and unpack them for torchvision; return torchvision's root folder."""
     sums_file = data_dir / "SHA256SUMS"

@@ -96,6 +96,9 @@ class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                  data: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.model_cfg, self.cfg, self.out = model_cfg, cfg, Path(out_dir)
+        if not resume and (self.out / "checkpoint.pt").exists():
+            raise FileExistsError(f"{self.out} already holds a checkpoint.pt; continue it with resume=True "
+                                  f"(--resume) or train into another folder (--out), so nothing saved is lost")
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = pick_device(cfg.device)

@@ -1,0 +1,41 @@
+# The course's commands. Each target creates .venv and installs the pinned environment if it is missing,
+# so on a fresh machine `make test` or `make demo` is the only step.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Exact pins for a reproducible course environment (pyproject.toml keeps ranges for other installs).
+PINS   := torch==2.14.1 torchvision==0.29.1 numpy==2.4.6 pillow==13.0.0 matplotlib==3.11.2 tqdm==4.70.1 \
+          pytest==9.2.0 nbval==0.11.0 jupyterlab==4.6.6 ruff==0.17.6
+
+.PHONY: setup test unit lint demo lab bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PINS)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+test: setup lint unit
+
+unit: setup
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
+
+lint: setup
+	$(BIN)/ruff check imagen_tutorial tests bench
+
+demo: setup
+	$(BIN)/python -m imagen_tutorial demo
+
+lab: setup
+	$(BIN)/jupyter lab chapters/
+
+bench: setup
+	$(BIN)/python bench/attention.py
+	$(BIN)/python bench/sampling.py
+	$(BIN)/python bench/train_step.py
+
+clean:
+	rm -rf outputs .pytest_cache data/FashionMNIST

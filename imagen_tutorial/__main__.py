@@ -1,0 +1,203 @@
+"""Command line: `python -m imagen_tutorial {train,sample,evaluate,demo} --help`.
+
+Every model and training field is also a flag (`--d-model 256`, `--levels 256`, `--max-minutes 7`); a JSON or
+TOML file given with `--config` holds {"model": {...}, "train": {...}} and flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_model
+from .config import ModelConfig, TrainConfig
+from .data import build_condition, load_fashion_mnist, make_caption, resize
+from .train import TrainingDiverged, train
+from .viz import save_generation_gif, save_grid
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(f.default, tuple):
+            group.add_argument(flag, dest=f.name, type=float, nargs=len(f.default), default=None,
+                               help=f"default {' '.join(map(str, f.default))}")
+        elif isinstance(f.default, (int, float, str)):
+            group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f"default {f.default}")
+
+
+def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    values: dict = {"model": {}, "train": {}}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib  # Python >= 3.11
+
+            loaded = tomllib.loads(text)
+        else:
+            loaded = json.loads(text)
+        unknown = set(loaded) - {"model", "train"}
+        if unknown:
+            raise ValueError(f"config file {path} has sections {sorted(unknown)}; use only 'model' and 'train'")
+        values.update({k: dict(v) for k, v in loaded.items()})
+    for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        for f in dataclasses.fields(cls):
+            if getattr(args, f.name, None) is not None:
+                values[key][f.name] = getattr(args, f.name)
+    return ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    model_cfg, train_cfg = _configs(args)
+    summary = train(model_cfg, train_cfg, args.out, resume=args.resume)
+    print(json.dumps(summary))
+
+
+def _conditions(model, captions: list[str], n: int):
+    """What to sample from: captions for a caption model, test-image conditions for an image model."""
+    c = model.config
+    if c.condition == "caption":
+        captions = captions or [make_caption(k) for k in range(10)]
+        return [cap for cap in captions for _ in range(n)], len(captions) * n
+    if captions:
+        raise ValueError(f"this model is conditioned on {c.condition!r}, not captions: drop --caption")
+    if c.condition == "none":
+        return None, n
+    images, labels = load_fashion_mnist("test")
+    images = resize(images[:n], c.image_size)
+    return build_condition(c.condition, images, labels[:n], c.cond_size), n
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    model = load_model(args.checkpoint, device)
+    cond, count = _conditions(model, args.caption, args.n)
+    if isinstance(cond, torch.Tensor):
+        cond = cond.to(device)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    images = model.generate(cond, temperature=args.temperature, top_k=args.top_k, guidance=args.guidance,
+                            use_cache=not args.no_cache, generator=generator, batch_size=count, progress=True)
+    nrow = args.n if model.config.condition == "caption" and args.n > 1 else min(count, 10)
+    print(f"wrote {save_grid(images, model.config.levels, args.out, nrow=nrow)}")
+    if args.gif:
+        print(f"wrote {save_generation_gif(images, model.config.levels, args.gif, nrow=nrow)}")
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None = None,
+                        batch_size: int = 250, device: str = "cpu") -> dict:
+    """Bits/dim of a checkpoint on the first `limit` images of an official split (all if None)."""
+    from .metrics import dataset_bits_per_dim
+
+    model = load_model(path, device)
+    images, labels = load_fashion_mnist(split)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    bpd = dataset_bits_per_dim(model, images, labels, batch_size)
+    c = model.config
+    return {"checkpoint": str(path), "split": split, "images": len(images), "bits_per_dim": bpd.mean().item(),
+            "levels": c.levels, "uniform_bits_per_dim": math.log2(c.levels), "condition": c.condition,
+            "parameters": model.num_params()}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    run = out / "run"
+    if run.exists():  # the demo's own folder: start fresh each time
+        shutil.rmtree(run)
+    model_cfg = ModelConfig(levels=16, d_model=64, n_heads=4, n_layers=2, n_enc_layers=1)
+    train_cfg = TrainConfig(batch_size=32, steps=args.steps, max_minutes=args.minutes, lr=3e-3, warmup_steps=10,
+                            eval_every=0, log_every=10, ckpt_every=args.steps, seed=args.seed)
+    print(f"training a {ModelConfig.__name__}(d_model=64, n_layers=2) for up to {args.steps} steps "
+          f"(at most {args.minutes} minutes) on the CPU ...")
+    summary = train(model_cfg, train_cfg, run)
+    print(f"train bits/dim after {summary['step']} steps: {summary['train_bpd']:.3f} (uniform: 4.000)")
+    model = load_model(run / "checkpoint.pt")
+    captions = [make_caption(k) for k in range(10)]
+    generator = torch.Generator().manual_seed(args.seed)
+    images = model.generate(captions, generator=generator, temperature=0.9, progress=True)
+    print(f"wrote {save_grid(images, model.config.levels, out / 'samples.png', nrow=10)} "
+          f"(one per class: {', '.join(captions[:2])}, ...)")
+    print(f"wrote {save_generation_gif(images, model.config.levels, out / 'generation.gif', nrow=10)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imagen_tutorial", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (flags or --config file)")
+    p.add_argument("--config", help="JSON or TOML file with 'model' and 'train' sections")
+    p.add_argument("--out", default="runs/default", help="folder for checkpoint.pt, log.jsonl, sample grids")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt exactly")
+    _add_config_flags(p, ModelConfig, "model")
+    _add_config_flags(p, TrainConfig, "training")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw images from a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--caption", action="append", default=[], help="repeatable; default: one per class")
+    p.add_argument("--n", type=int, default=1, help="images per caption (or in all, for other conditions)")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="recompute every step (slow; for comparison)")
+    p.add_argument("--out", default="samples.png")
+    p.add_argument("--gif", help="also write the generation-order GIF here")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--limit", type=int, default=None, help="first N images of the split (file order)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train a tiny model for about a minute, then draw one image per class")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--minutes", type=float, default=1.5, help="stop training after this long in any case")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

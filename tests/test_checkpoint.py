@@ -1,0 +1,111 @@
+"""Checkpoints: atomic saves, and a clear refusal for every kind of bad file."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_model
+
+from imagen_tutorial import CheckpointError, load_checkpoint, load_model, load_pretrained, save_checkpoint
+from imagen_tutorial.checkpoint import export_model, file_sha256
+
+
+def test_saved_model_loads_back_identically(tmp_path):
+    model = tiny_model("lowres")
+    path = export_model(model, tmp_path / "m.pt")
+    loaded = load_model(path)
+    images, cond = torch.randint(0, 8, (2, 6, 6)), torch.rand(2, 1, 3, 3)
+    assert torch.equal(loaded(images, cond), model(images, cond))
+    assert loaded.config == model.config and not loaded.training
+
+
+def test_fp16_export_loads_as_fp32(tmp_path):
+    model = tiny_model("caption")
+    loaded = load_model(export_model(model, tmp_path / "half.pt", half=True))
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    torch.testing.assert_close(loaded.decoder.head.weight, model.decoder.head.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint({"model_config": {}, "step": 1}, tmp_path / "c.pt")
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the learner pressed Ctrl-C mid-save
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model_config": {}, "step": 2}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.pt"]  # no temporary file left behind
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt does not exist\. Train one with"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = export_model(tiny_model(), tmp_path / "m.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="is truncated or corrupted and cannot be read"):
+        load_checkpoint(path)
+
+
+def test_tampered_tensor_bytes_are_caught(tmp_path):
+    path = export_model(tiny_model(), tmp_path / "m.pt")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the weights, where torch.load itself would not notice
+    data[middle : middle + 4] = b"\x00\x00\xc0\x7f"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="has been altered or damaged"):
+        load_checkpoint(path)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "imagen-tutorial/1", "model_config": {}, "payload": os.system}, path)
+    with pytest.raises(CheckpointError, match="refusing to load .*pickled Python objects.*could run code"):
+        load_checkpoint(path)
+
+
+def test_not_our_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="is not an imagen-tutorial checkpoint"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_from_another_config_names_the_fields(tmp_path):
+    path = export_model(tiny_model(levels=8), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"levels=8 in checkpoint .* but 16 here; d_model=32 .* but 64 here"):
+        load_checkpoint(path, config=tiny_config(levels=16, d_model=64))
+
+
+def _ship(tmp_path, name="tiny"):
+    path = export_model(tiny_model(), tmp_path / f"{name}.pt", half=True)
+    manifest = {"checkpoints": {name: {"file": path.name, "sha256": file_sha256(path)}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_load_pretrained_checks_the_manifest(tmp_path):
+    path = _ship(tmp_path)
+    model = load_pretrained("tiny", root=tmp_path)
+    assert not model.training and model.config == tiny_config()
+    with pytest.raises(ValueError, match="no shipped checkpoint is called 'tiyn'; available: tiny"):
+        load_pretrained("tiyn", root=tmp_path)
+    path.write_bytes(path.read_bytes() + b"extra")
+    with pytest.raises(CheckpointError, match="manifest.json expects .* damaged or was replaced"):
+        load_pretrained("tiny", root=tmp_path)
+
+
+def test_shipped_manifest_is_valid():
+    from imagen_tutorial.pretrained import read_manifest
+
+    for name, entry in read_manifest().items():
+        assert {"file", "sha256"} <= set(entry), name

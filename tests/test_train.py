@@ -1,0 +1,120 @@
+"""The training loop: schedule, decay groups, accumulation, exact resume, NaN guard, DDP."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_model
+from torch.testing import assert_close
+
+from imagen_tutorial import TrainConfig, load_checkpoint
+from imagen_tutorial.train import Trainer, TrainingDiverged, lr_factor, make_optimizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _train_config(**overrides):
+    values = dict(batch_size=16, steps=6, warmup_steps=2, log_every=2, eval_every=0, ckpt_every=100,
+                  progress=False, cond_dropout=0.5, hflip=0.5, crop_padding=1, seed=3)
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_lr_warms_up_then_follows_a_cosine_to_the_floor():
+    cfg = TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [lr_factor(s, cfg) for s in range(111)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.55)  # halfway through the cosine
+    assert factors[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[9:-1], factors[10:], strict=True))
+
+
+def test_weight_decay_skips_biases_norms_and_embeddings():
+    model = tiny_model("lowres")
+    decay, no_decay = make_optimizer(model, TrainConfig(), torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(n.endswith("weight") for n in decayed)
+    tables = ("level_emb", "row_emb", "col_emb", "pos_emb", "null_memory", ".ln")
+    assert not any(t in n for t in tables for n in decayed)
+    assert "decoder.head.weight" in decayed and "encoder.patch_emb.weight" in decayed
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_accumulation_gives_the_same_gradient_as_one_big_batch(train_slice):
+    grads = []
+    for accum in (1, 4):
+        cfg = _train_config(accum_steps=accum, hflip=0.0, crop_padding=0, grad_clip=0.0)
+        trainer = Trainer(tiny_config("none"), cfg, "unused", data=train_slice)
+        trainer.train_step()  # the gradients stay on the parameters after the step
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_resume_continues_exactly(tmp_path, train_slice):
+    straight = Trainer(tiny_config(dropout=0.1), _train_config(), tmp_path / "a", data=train_slice)
+    straight.run()
+    first = Trainer(tiny_config(dropout=0.1), _train_config(), tmp_path / "b", data=train_slice)
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    resumed = Trainer(tiny_config(dropout=0.1), _train_config(), tmp_path / "b", resume=True, data=train_slice)
+    assert resumed.step == 2
+    resumed.run()
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert_close(a["optimizer"], b["optimizer"], rtol=0, atol=0)
+
+
+def test_resume_with_another_model_config_names_the_fields(tmp_path, train_slice):
+    trainer = Trainer(tiny_config(), _train_config(), tmp_path, data=train_slice)
+    trainer.save()
+    with pytest.raises(ValueError, match="d_model=32 in checkpoint .* but 64 here"):
+        Trainer(tiny_config(d_model=64), _train_config(), tmp_path, resume=True, data=train_slice)
+
+
+def test_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path, train_slice):
+    Trainer(tiny_config(), _train_config(), tmp_path, data=train_slice).save()
+    with pytest.raises(FileExistsError, match="already holds a checkpoint.pt; continue it with resume=True"):
+        Trainer(tiny_config(), _train_config(), tmp_path, data=train_slice)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, train_slice):
+    trainer = Trainer(tiny_config(), _train_config(steps=10, ckpt_every=1), tmp_path, data=train_slice)
+    trainer.train_step()
+    trainer.save()
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.decoder.head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan by step 2; .*checkpoint\.pt is the last good"):
+        trainer.run()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
+def test_run_logs_throughput_and_evaluates(tmp_path, train_slice):
+    cfg = _train_config(steps=2, eval_every=2, eval_images=8)
+    summary = Trainer(tiny_config(), cfg, tmp_path, data=train_slice).run()
+    assert summary["step"] == 2 and math.isfinite(summary["test_bpd"]) and summary["img_per_s"] > 0
+    assert (tmp_path / "samples_000002.png").exists()
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"tokens_per_s"' in lines[0] and '"test_bpd"' in lines[1]
+
+
+def test_two_processes_with_gloo_train_and_agree(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    initial = tiny_model(seed=3).state_dict()
+    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0)  # they trained...
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name  # ...and agree
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
