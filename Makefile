@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 PINS   := torch==2.14.1 torchvision==0.29.1 numpy==2.4.6 pillow==13.0.0 matplotlib==3.11.2 tqdm==4.70.1 \
           pytest==9.2.0 nbval==0.11.0 jupyterlab==4.6.6 ruff==0.17.6
 
-.PHONY: setup test unit lint demo lab bench clean
+NOTEBOOKS := $(wildcard chapters/[0-9]*.ipynb)
+
+.PHONY: setup test unit notebooks lint demo lab bench clean clean-notebooks
 
 setup: $(STAMP)
 
@@ -18,13 +20,19 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-test: setup lint unit
+test: setup lint unit notebooks
 
 unit: setup
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
 
+# Execute every chapter top to bottom; cells tagged nbval-check-output must print what was committed.
+notebooks: setup
+ifneq ($(NOTEBOOKS),)
+	TQDM_DISABLE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+endif
+
 lint: setup
-	$(BIN)/ruff check imagen_tutorial tests bench
+	$(BIN)/ruff check imagen_tutorial tests bench tools
 
 demo: setup
 	$(BIN)/python -m imagen_tutorial demo
@@ -39,3 +47,6 @@ bench: setup
 
 clean:
 	rm -rf outputs .pytest_cache data/FashionMNIST
+
+clean-notebooks: setup
+	$(BIN)/python tools/clean_notebooks.py

@@ -271,7 +271,7 @@ class Trainer:
         cond_len = self.caption_table.size(-1) if hasattr(self, "caption_table") else (
             (self.model_cfg.cond_image_size // self.model_cfg.patch_size) ** 2
             if self.model_cfg.condition != "none" else 0)
-        flops = self.model.flops_per_image(cond_len) * self.world  # per optimizer-step image, all processes
+        flops = self.model.flops_per_image(cond_len)  # training FLOPs per image (chapter 05 derives it)
         peak = self.peak_flops()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
                    desc="training", unit="step", dynamic_ncols=True)
@@ -303,7 +303,7 @@ class Trainer:
                 summary = {"step": self.step, "train_bpd": mean / math.log(2), "lr": self.scheduler.get_last_lr()[0],
                            "grad_norm": float(norm), "img_per_s": img_s,
                            "tokens_per_s": img_s * self.model_cfg.seq_len,
-                           "mfu": img_s * flops / self.world / peak if peak else None,
+                           "mfu": img_s * flops / (self.world * peak) if peak else None,  # per GPU
                            "elapsed_s": round(self.elapsed, 2)}
                 self.log(summary)
                 bar.set_postfix(bpd=f"{summary['train_bpd']:.3f}", img_s=f"{img_s:.0f}")

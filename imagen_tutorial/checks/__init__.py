@@ -1,0 +1,14 @@
+"""Exercise checks for the notebooks: run a learner's function beside the reference and say what differs.
+
+Every `check_*` returns the function the notebook should go on with: the learner's if it is right, otherwise the
+reference, so a notebook still runs top to bottom with an exercise left blank or wrong. Where a wrong answer
+matches a known mistake (a missing √d scale, a mask applied after the softmax, …) the message names it.
+One module per chapter; all checks are available as `imagen_tutorial.checks.check_*`.
+"""
+
+from .ch00_data import *  # noqa: F403
+from .ch01_attention import *  # noqa: F403
+from .ch02_blocks import *  # noqa: F403
+from .ch03_encoder import *  # noqa: F403
+from .ch04_decoder import *  # noqa: F403
+from .core import REFERENCE, compare  # noqa: F401

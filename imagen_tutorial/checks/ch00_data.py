@@ -1,0 +1,3 @@
+"""Checks for chapter 00 (setup and data)."""
+
+__all__: list[str] = []

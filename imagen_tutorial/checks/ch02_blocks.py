@@ -1,0 +1,3 @@
+"""Checks for chapter 02 (feed-forward and blocks)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Checks for chapter 03 (the encoder)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Checks for chapter 04 (the autoregressive decoder)."""
+
+__all__: list[str] = []

@@ -1,0 +1,44 @@
+"""`compare`: run a learner's function beside the reference on fixed inputs, print a verdict, name known mistakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+REFERENCE = "continuing with the reference implementation"
+
+
+def compare(name: str, learner: Callable | None, reference: Callable, cases: list[tuple],
+            mistakes: dict[str, Callable] | None = None, atol: float = 1e-5) -> bool:
+    """Run learner(*args) and reference(*args) on each case (tuples of arguments), print a verdict, and
+    return True if the learner matches. Outputs may be tensors or tuples whose first element is compared."""
+
+    def first(x):
+        return x[0] if isinstance(x, tuple) else x
+
+    def verdict(ok: bool, message: str) -> bool:
+        print(f"{'✅' if ok else '❌'} {name}: {message}" + ("" if ok else f" — {REFERENCE}"))
+        return ok
+
+    if learner is None:
+        return verdict(False, "not attempted")
+    for args in cases:
+        expected = first(reference(*args))
+        try:
+            got = first(learner(*args))
+        except NotImplementedError:
+            return verdict(False, "not attempted")
+        except Exception as error:  # a learner's bug: report it, keep the notebook going
+            return verdict(False, f"raised {type(error).__name__}: {error}")
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return verdict(False, f"returned {shape}, expected shape {tuple(expected.shape)}")
+        got, expected = got.float(), expected.float()
+        if not torch.allclose(got, expected, atol=atol, rtol=1e-4):
+            for mistake, wrong in (mistakes or {}).items():
+                if torch.allclose(got, first(wrong(*args)).float(), atol=atol, rtol=1e-4):
+                    return verdict(False, f"the output looks like {mistake}")
+            worst = (got - expected).abs().max().item()
+            return verdict(False, f"values differ from the reference (max difference {worst:.3g})")
+    return verdict(True, f"matches the reference on {len(cases)} cases")
