@@ -27,8 +27,10 @@ def compare(name: str, learner: Callable | None, reference: Callable, cases: lis
         expected = first(reference(*args))
         try:
             got = first(learner(*args))
-        except NotImplementedError:
-            return verdict(False, "not attempted")
+        except NotImplementedError as error:  # the student stub, not torch's "not implemented for 'Byte'"
+            if not str(error) or str(error).startswith("Exercise"):
+                return verdict(False, "not attempted")
+            return verdict(False, f"raised NotImplementedError: {error}")
         except Exception as error:  # a learner's bug: report it, keep the notebook going
             return verdict(False, f"raised {type(error).__name__}: {error}")
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
