@@ -207,7 +207,7 @@ class ImageTransformer(nn.Module):
 
         steps = range(n, T)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
             steps = tqdm(steps, desc="sampling", unit="px")
         dec = self.decoder

@@ -264,7 +264,7 @@ class Trainer:
     # ------------------------------------------------------------ the loop
     def run(self) -> dict:
         """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
         cfg = self.cfg
         self.model.train()
