@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 PINS   := torch==2.14.1 torchvision==0.29.1 numpy==2.4.6 pillow==13.0.0 matplotlib==3.11.2 tqdm==4.70.1 \
           pytest==9.2.0 nbval==0.11.0 jupyterlab==4.6.6 ruff==0.17.6
 
-NOTEBOOKS := $(wildcard chapters/[0-9]*.ipynb)
+NOTEBOOKS := $(wildcard chapters/[0-9]*.ipynb chapters/student/[0-9]*.ipynb)
 
-.PHONY: setup test unit notebooks lint demo lab bench clean clean-notebooks
+.PHONY: setup test unit notebooks lint demo lab bench clean clean-notebooks student
 
 setup: $(STAMP)
 
@@ -25,7 +25,8 @@ test: setup lint unit notebooks
 unit: setup
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
 
-# Execute every chapter top to bottom; cells tagged nbval-check-output must print what was committed.
+# Execute every chapter and every student copy top to bottom; in the chapters, cells tagged
+# nbval-check-output must print what was committed (student copies have no outputs to compare).
 notebooks: setup
 ifneq ($(NOTEBOOKS),)
 	TQDM_DISABLE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
@@ -47,6 +48,9 @@ bench: setup
 
 clean:
 	rm -rf outputs .pytest_cache data/FashionMNIST
+
+student: setup
+	$(BIN)/python tools/make_student.py
 
 clean-notebooks: setup
 	$(BIN)/python tools/clean_notebooks.py
