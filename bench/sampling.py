@@ -1,0 +1,106 @@
+"""Sampling speed of ImageTransformer.generate with and without the key/value cache.
+
+For a caption-conditioned 28×28 model (untrained weights: only speed is measured) this times
+`generate(cond, use_cache=False)`, which re-reads every earlier pixel at each step (O(T²) per image), and
+`generate(cond, use_cache=True)`, which feeds one new pixel per step (O(T)), at each batch size. It reports
+seconds per batch, images/s, pixels/s and the speed-up, and checks that both paths draw identical tokens from
+the same seeded generator. The no-cache path is slow, so it runs --nocache-repeats times (default 1, warmed up by
+one full-length decoder pass); the cached path is warmed up and timed --repeats times (median).
+
+    .venv/bin/python bench/sampling.py                 # 28×28, batch 1 and 16, CPU (~4 min on 2 cores,
+                                                       # 3.5 of them the single no-cache run at batch 16)
+    .venv/bin/python bench/sampling.py --quick         # 14×14 dry run
+    .venv/bin/python bench/sampling.py --device cuda --json sampling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from imagen_tutorial.config import ModelConfig
+from imagen_tutorial.data import make_caption
+from imagen_tutorial.model import ImageTransformer
+
+
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
+    """Median seconds of fn() over `repeats` runs, and the last result."""
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of the cached path (median)")
+    p.add_argument("--nocache-repeats", type=int, default=1, help="timed runs of the slow no-cache path")
+    p.add_argument("--quick", action="store_true", help="14×14 images instead of 28×28, for a fast dry run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    args = p.parse_args()
+    load = os.getloadavg()[0]  # other work on the machine skews CPU timings
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    cfg = ModelConfig(image_size=14 if args.quick else 28, levels=16, d_model=128, n_heads=4, n_layers=4,
+                      condition="caption")
+    model = ImageTransformer(cfg).to(device).eval()
+    T = cfg.seq_len
+
+    def run(cond, use_cache):
+        return model.generate(cond, use_cache=use_cache, generator=torch.Generator(device).manual_seed(0))
+
+    rows = []
+    for B in args.batches:
+        cond = model.tokenizer.encode([make_caption(i % 10) for i in range(B)]).to(device)
+        with torch.no_grad():  # warm-up: one full cached run, one short uncached decoder pass
+            run(cond, True)
+            model.decoder(torch.zeros(B, T, dtype=torch.long, device=device), *model.encode(cond))
+        s_cache, tok_cache = timed(functools.partial(run, cond, True), device, args.repeats)
+        s_full, tok_full = timed(functools.partial(run, cond, False), device, args.nocache_repeats)
+        rows.append({"batch": B, "nocache_s": s_full, "cache_s": s_cache, "speedup": s_full / s_cache,
+                     "nocache_img_s": B / s_full, "cache_img_s": B / s_cache,
+                     "nocache_px_s": B * T / s_full, "cache_px_s": B * T / s_cache,
+                     "tokens_identical": bool(torch.equal(tok_cache, tok_full))})
+
+    print(f"generate(): {cfg.image_size}×{cfg.image_size} caption model, d_model={cfg.d_model}, "
+          f"{cfg.n_layers} layers, {model.num_params():,} params, {device}, {torch.get_num_threads()} threads, "
+          f"load avg at start {load:.2f}")
+    print(f"cache: median of {args.repeats} runs after warm-up; no cache: {args.nocache_repeats} run(s) "
+          f"(slow, O(T²); {'median' if args.nocache_repeats > 1 else 'single measurement'})")
+    header = ("batch", "path", "s/batch", "images/s", "pixels/s", "speed-up")
+    print(f"{header[0]:>5}  {header[1]:<9}{header[2]:>10}{header[3]:>11}{header[4]:>12}{header[5]:>10}")
+    for r in rows:
+        for path, key in (("no cache", "nocache"), ("cache", "cache")):
+            speed = f"{r['speedup']:.1f}x" if key == "cache" else ""
+            print(f"{r['batch']:>5}  {path:<9}{r[key + '_s']:>10.3f}{r[key + '_img_s']:>11.2f}"
+                  f"{r[key + '_px_s']:>12,.0f}{speed:>10}")
+    for r in rows:
+        print(f"batch {r['batch']}: tokens identical: {r['tokens_identical']}")
+    target = [r for r in rows if r["batch"] == 16]
+    if target:
+        ok = target[0]["speedup"] >= 10
+        print(f"target: cache speed-up >= 10x at batch 16: {target[0]['speedup']:.1f}x -> "
+              f"{'met' if ok else 'NOT met'}")
+    if args.json:
+        meta = vars(args) | {"model": cfg.to_dict(), "threads": torch.get_num_threads(), "loadavg_start": load}
+        with open(args.json, "w") as f:
+            json.dump({"config": meta, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
