@@ -139,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     model = load_model(run / "checkpoint.pt")
     captions = [make_caption(k) for _ in range(args.rows) for k in range(10)]  # a column per class
     generator = torch.Generator().manual_seed(args.seed)
-    images = model.generate(captions, generator=generator, temperature=0.9, progress=True)
+    images = model.generate(captions, generator=generator, guidance=args.guidance, progress=True)
     scale = 8  # 14×14 drawn at the size of a 28×28 image at scale 4
     print(f"wrote {save_grid(images, model.config.levels, out / 'samples.png', nrow=10, scale=scale)} "
           f"(a column per class: {', '.join(captions[:3])}, ...)")
@@ -184,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a tiny model for about a minute, then draw images for each class")
     p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=450)
     p.add_argument("--rows", type=int, default=3, help="images per class")
-    p.add_argument("--minutes", type=float, default=1.5, help="stop training after this long in any case")
+    p.add_argument("--minutes", type=float, default=2.0, help="stop training after this long in any case")
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale for the samples")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
