@@ -126,3 +126,9 @@ def test_blank_split_heads_is_not_attempted(capsys):
 
     assert check_split_heads(blank) is split_heads
     assert "❌ split_heads: not attempted — continuing with the reference implementation" in capsys.readouterr().out
+
+
+def test_rerunning_a_check_on_the_reference_does_not_give_a_false_pass(capsys):
+    assert check_attention(attention) is attention  # e.g. the check cell re-run after an earlier ❌
+    out = capsys.readouterr().out
+    assert "this is the reference implementation, not yours" in out and "✅" not in out

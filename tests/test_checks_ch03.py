@@ -130,7 +130,8 @@ def test_a_correct_resnet_encoder_is_kept(capsys):
     assert check_resnet_encoder(MyResNetEncoder) is MyResNetEncoder
     assert check_resnet_encoder(ReferenceResNetEncoder) is ReferenceResNetEncoder
     out = capsys.readouterr().out
-    assert out.count("✅ ResNetEncoder: memory [2, 4, 32] from 2 images 14×14, finite, gradients reach") == 2
+    assert out.count("✅ ResNetEncoder: memory [2, 4, 32] from 2 images 14×14, finite, gradients reach") == 1
+    assert "ℹ️ ResNetEncoder: this is the reference implementation, not yours" in out
 
 
 def test_resnet_encoder_with_the_imagenet_stem_passes_with_a_note(capsys):

@@ -65,3 +65,10 @@ def test_no_solution_survives_and_stubs_parse(chapter):
 
 def test_committed_student_copies_are_up_to_date():
     assert make_student.main(["--check"]) == 0, "run `make student` and commit chapters/student/"
+
+
+def test_a_method_stub_names_its_class():
+    source = ("class MyBlock:\n    def forward(self, x):\n"
+              "        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION\n")
+    stub, _ = make_student.blank_solutions(source, "Exercise 3", "cell")
+    assert 'raise NotImplementedError("Exercise 3: write MyBlock.forward")' in stub

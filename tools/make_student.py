@@ -35,11 +35,16 @@ def _source(cell: dict) -> str:
 
 def blank_solutions(source: str, exercise: str, where: str) -> tuple[str, list[str]]:
     """Replace each solution region in a cell's source; return (new source, the removed solution lines)."""
-    out, removed, inside, name = [], [], None, "the function"
+    out, removed, inside, name, owner = [], [], None, "the function", None  # owner: (class name, its indent)
     for line in source.split("\n"):
+        indent = len(line) - len(line.lstrip())
         match = re.match(r"\s*(?:async\s+)?def\s+(\w+)|\s*class\s+(\w+)", line)
         if match and inside is None:
-            name = match.group(1) or match.group(2)
+            if match.group(2):
+                owner, name = (match.group(2), indent), match.group(2)
+            else:
+                inside_class = owner is not None and indent > owner[1]
+                name = f"{owner[0]}.{match.group(1)}" if inside_class else match.group(1)
         stripped = line.strip()
         if stripped == BEGIN:
             if inside is not None:
