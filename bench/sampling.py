@@ -67,7 +67,7 @@ def main() -> None:
     rows = []
     for B in args.batches:
         cond = model.tokenizer.encode([make_caption(i % 10) for i in range(B)]).to(device)
-        with torch.no_grad():  # warm-up: one full cached run, one short uncached decoder pass
+        with torch.no_grad():  # warm-up: one cached run, one full-length decoder pass
             run(cond, True)
             model.decoder(torch.zeros(B, T, dtype=torch.long, device=device), *model.encode(cond))
         s_cache, tok_cache = timed(functools.partial(run, cond, True), device, args.repeats)

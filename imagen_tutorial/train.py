@@ -311,7 +311,7 @@ class Trainer:
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or done) and self.rank == 0:
                 summary["test_bpd"] = self.evaluate()
                 self.log({"step": self.step, "test_bpd": summary["test_bpd"]})
-                mark = time.perf_counter()  # evaluation time is not training throughput
+                mark, mark_step = time.perf_counter(), self.step  # evaluation time is not training throughput
             if self.step % cfg.ckpt_every == 0 or done:
                 self.save()
             bar.update(1)
