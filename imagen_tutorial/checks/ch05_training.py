@@ -1,0 +1,3 @@
+"""Checks for chapter 05 (the training loop)."""
+
+__all__: list[str] = []

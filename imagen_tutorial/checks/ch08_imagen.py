@@ -1,0 +1,3 @@
+"""Checks for chapter 08 (from here to Imagen)."""
+
+__all__: list[str] = []
