@@ -84,7 +84,6 @@ class ImageTransformer(nn.Module):
                                  f"{cond.dtype} {list(cond.shape)}: use Tokenizer().encode(captions)")
             if values and cond.numel() and (cond.min() < 0 or cond.max() >= self.tokenizer.vocab_size):
                 raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
-            cond = cond.to(self.decoder.head.weight.device)
         else:
             s = c.cond_image_size
             if not isinstance(cond, Tensor) or cond.dim() != 4 or cond.shape[1:] != (1, s, s):
@@ -95,7 +94,7 @@ class ImageTransformer(nn.Module):
                 raise ValueError(f"the {c.condition} condition must be floats in [0, 1]; scale uint8 images by 1/255")
         if batch is not None and cond.size(0) != batch:
             raise ValueError(f"condition batch {cond.size(0)} differs from image batch {batch}")
-        return cond
+        return cond.to(self.decoder.head.weight.device)  # a no-op when it is already there
 
     # ------------------------------------------------------------ scoring
     def encode(self, cond: Tensor | None, drop: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
