@@ -273,7 +273,8 @@ class Trainer:
             if self.model_cfg.condition != "none" else 0)
         flops = self.model.flops_per_image(cond_len)  # training FLOPs per image (chapter 05 derives it)
         peak = self.peak_flops()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
+        quiet = not cfg.progress or self.rank != 0 or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet,
                    desc="training", unit="step", dynamic_ncols=True)
         summary: dict = {"step": self.step}
         losses: list[torch.Tensor] = []
