@@ -18,7 +18,9 @@ import torch
 
 from .checkpoint import CheckpointError, load_model
 from .config import ModelConfig, TrainConfig
-from .data import build_condition, load_fashion_mnist, make_caption, resize
+from .data import build_condition, load_fashion_mnist, make_caption, quantize, resize
+from .metrics import classify_accuracy, dataset_bits_per_dim, evaluate_generation, judge_input, reference_features
+from .pretrained import load_pretrained
 from .train import TrainingDiverged, train
 from .viz import save_generation_gif, save_grid
 
@@ -97,30 +99,49 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None = None,
-                        batch_size: int = 250, device: str = "cpu") -> dict:
-    """Bits/dim of a checkpoint on the first `limit` images of an official split (all if None)."""
-    from .metrics import dataset_bits_per_dim
-
+                        batch_size: int = 250, device: str = "cpu", per_class: int | None = None,
+                        guidance: list[float] | tuple[float, ...] = (1.0,), seed: int = 0,
+                        progress: bool = False) -> dict:
+    """Bits/dim of a checkpoint on the first `limit` images of an official split (all if None) and, for
+    conditional models, the judge's verdict on `per_class` samples per class (default 50; 0 skips) at each
+    guidance scale: conditional accuracy and Fréchet distance to the test set. Unconditional models are
+    sampled only when `per_class` is given (Fréchet distance only)."""
     model = load_model(path, device)
     images, labels = load_fashion_mnist(split)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
+    if per_class is not None and per_class < 0:
+        raise ValueError(f"--per-class must be >= 0, got {per_class}")
     bpd = dataset_bits_per_dim(model, images, labels, batch_size)
     c = model.config
-    return {"checkpoint": str(path), "split": split, "images": len(images), "bits_per_dim": bpd.mean().item(),
-            "levels": c.levels, "uniform_bits_per_dim": math.log2(c.levels), "condition": c.condition,
-            "parameters": model.num_params()}
+    result = {"checkpoint": str(path), "split": split, "images": len(images), "bits_per_dim": bpd.mean().item(),
+              "levels": c.levels, "uniform_bits_per_dim": math.log2(c.levels), "condition": c.condition,
+              "parameters": model.num_params()}
+    if per_class is None:
+        per_class = 0 if c.condition == "none" else 50
+    if per_class:
+        judge = load_pretrained("classifier", device)
+        reference = reference_features(judge, levels=c.levels)
+        runs = [evaluate_generation(model, judge, per_class, g, seed, reference, progress) for g in guidance]
+        result.update(runs[0])
+        if len(runs) > 1:
+            result["by_guidance"] = runs
+        test, test_labels = load_fashion_mnist("test")
+        result["judge_accuracy_on_test_images"] = classify_accuracy(
+            judge, judge_input(quantize(resize(test, c.image_size), c.levels), c.levels), test_labels)
+    return result
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device)
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device,
+                                 args.per_class, args.guidance or [1.0], args.seed, progress=not args.json)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:>22}: {value}")
+            print(f"{key:>30}: {value}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -173,11 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint")
+    p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint, and the judge's verdict on its samples")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--limit", type=int, default=None, help="first N images of the split (file order)")
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--per-class", type=int, default=None,
+                   help="samples per class judged by the classifier (default 50 for conditional models; 0 skips)")
+    p.add_argument("--guidance", type=float, action="append", default=[],
+                   help="classifier-free guidance for those samples; repeat to sweep (default 1)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)

@@ -107,7 +107,8 @@ def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_loc
             f"{path} is truncated or corrupted and cannot be read ({str(error)[:160]}). Use an earlier copy or "
             f"re-create it; training writes checkpoints atomically, so this usually means a cut-short copy."
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model_config" not in state:
+    if not isinstance(state, dict) or state.get("format") != FORMAT or (
+            "model_config" not in state and state.get("kind") != "judge"):
         raise CheckpointError(f"{path} is not an imagen-tutorial checkpoint (expected format {FORMAT!r}).")
     stored = state.pop("content_sha256", None)
     if stored != content_digest(state):
@@ -116,12 +117,17 @@ def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_loc
             f"saved. Use an earlier copy or re-create it; do not train or sample from this file."
         )
     if config is not None:
+        if "model_config" not in state:
+            raise CheckpointError(f"{path} holds the judge classifier, not an image model for {config}")
         check_config(state["model_config"], config, f"checkpoint {path}")
     return state
 
 
 def model_from_state(state: dict, source: str = "the checkpoint") -> ImageTransformer:
     """Build the model a checkpoint dict describes and load its weights (fp16-stored weights come back fp32)."""
+    if state.get("kind") == "judge":
+        raise CheckpointError(f"{source} is the judge classifier, not an image model: load it with "
+                              f"load_pretrained('classifier') or imagen_tutorial.metrics.load_judge(path)")
     try:
         model = ImageTransformer(ModelConfig.from_dict(state["model_config"]))
     except ValueError as error:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, model_from_state
+from .metrics import judge_from_state
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 
@@ -25,7 +26,9 @@ def read_manifest(root: str | Path | None = None) -> dict[str, dict]:
 
 
 def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | Path | None = None):
-    """A shipped model by name, in eval mode, after checking its sha256 against the manifest."""
+    """A shipped model by name, in eval mode, after checking its sha256 against the manifest:
+    "text2img", "superres", "bpd256" (ImageTransformer) or "classifier" (the judge: float images
+    [B, 1, 28, 28] in [0, 1] -> logits [B, 10])."""
     root = Path(root or CHECKPOINT_DIR)
     manifest = read_manifest(root)
     if name not in manifest:
@@ -42,4 +45,7 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | P
         raise CheckpointError(f"{path} has sha256 {digest[:12]}… but manifest.json expects "
                               f"{entry['sha256'][:12]}…: the file is damaged or was replaced. Restore it with "
                               f"`git checkout -- data/checkpoints`.")
-    return model_from_state(load_checkpoint(path), f"shipped checkpoint {name!r}").to(device).eval()
+    state = load_checkpoint(path)
+    if state.get("kind") == "judge":
+        return judge_from_state(state).to(device).eval()
+    return model_from_state(state, f"shipped checkpoint {name!r}").to(device).eval()

@@ -1,0 +1,109 @@
+"""Copy a trained run into data/checkpoints/ as a shipped checkpoint and record it in manifest.json.
+
+    python tools/ship_checkpoint.py text2img --run runs/text2img [--limit N] [--evaluation eval.json]
+    python tools/ship_checkpoint.py classifier --judge runs/judge/classifier.pt
+
+For an image model this exports the weights as fp16 (loading restores fp32; the file stays well under 16 MB),
+measures test bits/dim of the exported weights on the official test set (all 10,000 images unless --limit),
+copies the run's log.jsonl next to it (chapter 05 plots it) and writes the manifest entry: file, sha256, config,
+training config, steps, test bits/dim, how it was trained. --evaluation merges the JSON printed by
+`python -m imagen_tutorial evaluate --json` (judge accuracy, Fréchet distance) into the entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from imagen_tutorial.checkpoint import export_model, file_sha256, load_checkpoint, model_from_state
+from imagen_tutorial.data import load_fashion_mnist
+from imagen_tutorial.metrics import dataset_bits_per_dim, load_judge
+from imagen_tutorial.pretrained import CHECKPOINT_DIR
+
+MAX_BYTES = 16 * 2**20
+
+
+def write_entry(name: str, entry: dict) -> None:
+    path = CHECKPOINT_DIR / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {"checkpoints": {}}
+    manifest["checkpoints"][name] = entry
+    manifest["checkpoints"] = dict(sorted(manifest["checkpoints"].items()))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def ship_model(name: str, run: Path, limit: int | None, evaluation: dict | None) -> dict:
+    state = load_checkpoint(run / "checkpoint.pt")
+    model = model_from_state(state, f"run {run}").eval()
+    train_cfg = state["train_config"]
+    if state["step"] < train_cfg["steps"]:
+        print(f"note: {run} stopped at step {state['step']} of {train_cfg['steps']}", file=sys.stderr)
+    target = CHECKPOINT_DIR / f"{name}.pt"
+    export_model(model, target, half=True, steps=state["step"])
+    size = target.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"{target} is {size / 2**20:.1f} MB, over the 16 MB limit for shipped files")
+    shipped = model_from_state(load_checkpoint(target)).eval()  # measure what learners will load (fp16 weights)
+    images, labels = load_fashion_mnist("test")
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    bpd = dataset_bits_per_dim(shipped, images, labels).mean().item()
+    log = CHECKPOINT_DIR / f"{name}_log.jsonl"
+    shutil.copyfile(run / "log.jsonl", log)
+    minutes = state["elapsed_s"] / 60
+    how = (f"{state['step']} steps of batch {train_cfg['batch_size']} ({state['step'] * train_cfg['batch_size']:,} "
+           f"images) in {minutes:.0f} min on a 2-core CPU, one thread, bf16 autocast, sharing the cores with "
+           f"the other course runs: OMP_NUM_THREADS=1 python -m imagen_tutorial train --config "
+           f"configs/{name}.toml --out runs/{name}")
+    entry = {"file": target.name, "sha256": file_sha256(target), "kind": "image_model", "size_bytes": size,
+             "parameters": shipped.num_params(), "config": shipped.config.to_dict(), "train_config": train_cfg,
+             "steps": state["step"], "test_bits_per_dim": round(bpd, 4), "test_images": len(images),
+             "trained": how, "log": log.name}
+    if evaluation:
+        entry["evaluation"] = {k: v for k, v in evaluation.items() if k not in ("checkpoint", "bits_per_dim")}
+    return entry
+
+
+def ship_judge(path: Path) -> dict:
+    state = load_checkpoint(path)
+    load_judge(path)  # refuses anything but a judge
+    target = CHECKPOINT_DIR / "classifier.pt"
+    if path.resolve() != target.resolve():
+        shutil.copyfile(path, target)
+    report = state.get("report", {})
+    return {"file": target.name, "sha256": file_sha256(target), "kind": "judge", "size_bytes": target.stat().st_size,
+            "parameters": report.get("parameters"), "config": state["judge_config"],
+            "test_accuracy": report.get("test_accuracy"),
+            "test_accuracy_16_levels": report.get("test_accuracy_16_levels"),
+            "test_images": 10000, "trained": f"{report.get('epochs')} epochs of batch {report.get('batch_size')} "
+            f"on the training split in {report.get('train_minutes')} min on a 2-core CPU: python tools/train_judge.py"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name")
+    parser.add_argument("--run", type=Path, help="training folder holding checkpoint.pt and log.jsonl")
+    parser.add_argument("--judge", type=Path, help="a classifier written by tools/train_judge.py")
+    parser.add_argument("--limit", type=int, default=None, help="test images for bits/dim (default all 10,000)")
+    parser.add_argument("--evaluation", type=Path, help="JSON from `evaluate --json` to store in the entry")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.judge:
+        entry = ship_judge(args.judge)
+    elif args.run:
+        evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else None
+        entry = ship_model(args.name, args.run, args.limit, evaluation)
+    else:
+        parser.error("give --run (an image model) or --judge (the classifier)")
+    write_entry(args.name, entry)
+    print(json.dumps(entry, indent=1))
+
+
+if __name__ == "__main__":
+    main()
