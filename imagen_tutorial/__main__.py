@@ -20,7 +20,7 @@ from .checkpoint import CheckpointError, load_model
 from .config import ModelConfig, TrainConfig
 from .data import build_condition, load_fashion_mnist, make_caption, quantize, resize
 from .metrics import classify_accuracy, dataset_bits_per_dim, evaluate_generation, judge_input, reference_features
-from .pretrained import load_pretrained
+from .pretrained import load_pretrained, read_manifest
 from .train import TrainingDiverged, train
 from .viz import save_generation_gif, save_grid
 
@@ -145,6 +145,37 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    if args.train:
+        return demo_train(args)
+    out = Path(args.out)
+    source = args.checkpoint or "the shipped text2img checkpoint"
+    model = load_model(args.checkpoint) if args.checkpoint else load_pretrained("text2img")
+    if model.config.condition != "caption":
+        raise ValueError(f"the demo draws from captions; {source} reads {model.config.condition!r}")
+    judge = load_pretrained("classifier")
+    guidance = args.guidance if args.guidance is not None else model_guidance(args.checkpoint)
+    labels = torch.arange(10).repeat_interleave(args.columns)  # a row per class
+    captions = [make_caption(int(k)) for k in labels]
+    print(f"Drawing {len(captions)} images ({args.columns} per class, guidance {guidance:g}) with {source} "
+          f"({model.num_params():,} parameters, {model.config.image_size}×{model.config.image_size}, "
+          f"{model.config.levels} grey levels) on the CPU")
+    generator = torch.Generator().manual_seed(args.seed)
+    images = model.generate(captions, guidance=guidance, generator=generator, progress=True)
+    accuracy = classify_accuracy(judge, judge_input(images, model.config.levels), labels)
+    print(f"wrote {save_grid(images, model.config.levels, out / 'samples.png', nrow=args.columns)} "
+          f"(a row per class: {', '.join(captions[:: args.columns][:3])}, ...)")
+    print(f"wrote {save_generation_gif(images, model.config.levels, out / 'generation.gif', nrow=args.columns)}")
+    print(f"the judge classifier assigns {accuracy:.0%} of these images to the class their caption names")
+
+
+def model_guidance(path: str | None) -> float:
+    """The guidance scale the manifest recommends for the shipped text2img model (2 for other checkpoints)."""
+    if path is None:
+        return float(read_manifest()["text2img"].get("evaluation", {}).get("best_guidance", 2.0))
+    return 2.0
+
+
+def demo_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     run = out / "run"
     if run.exists():  # the demo's own folder: start fresh each time
@@ -158,13 +189,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     summary = train(model_cfg, train_cfg, run)
     print(f"train bits/dim after {summary['step']} steps: {summary['train_bpd']:.3f} (knowing nothing: 4.000)")
     model = load_model(run / "checkpoint.pt")
-    captions = [make_caption(k) for _ in range(args.rows) for k in range(10)]  # a column per class
+    captions = [make_caption(k) for k in range(10) for _ in range(args.columns)]  # a row per class
     generator = torch.Generator().manual_seed(args.seed)
-    images = model.generate(captions, generator=generator, guidance=args.guidance, progress=True)
+    guidance = args.guidance if args.guidance is not None else 2.0
+    images = model.generate(captions, generator=generator, guidance=guidance, progress=True)
     scale = 8  # 14×14 drawn at the size of a 28×28 image at scale 4
-    print(f"wrote {save_grid(images, model.config.levels, out / 'samples.png', nrow=10, scale=scale)} "
-          f"(a column per class: {', '.join(captions[:3])}, ...)")
-    print(f"wrote {save_generation_gif(images, model.config.levels, out / 'generation.gif', nrow=10, scale=scale)}")
+    grid = save_grid(images, model.config.levels, out / "samples.png", nrow=args.columns, scale=scale)
+    print(f"wrote {grid} (a row per class: {', '.join(captions[:: args.columns][:3])}, ...)")
+    gif = save_generation_gif(images, model.config.levels, out / "generation.gif", nrow=args.columns, scale=scale)
+    print(f"wrote {gif}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,13 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="train a tiny model for about a minute, then draw images for each class")
+    p = sub.add_parser("demo", help="draw a row of images per class with the shipped text2img model "
+                                     "(or, with --train, train a tiny one first)")
     p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--steps", type=int, default=450)
-    p.add_argument("--rows", type=int, default=3, help="images per class")
-    p.add_argument("--minutes", type=float, default=2.0, help="stop training after this long in any case")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale for the samples")
+    p.add_argument("--columns", type=int, default=8, help="images per class")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the shipped model's tuned value)")
+    p.add_argument("--checkpoint", help="draw from this caption checkpoint instead of the shipped one")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", action="store_true",
+                   help="train a 14×14 model from scratch for about a minute and draw from it instead")
+    p.add_argument("--steps", type=int, default=450, help="with --train: optimizer steps")
+    p.add_argument("--minutes", type=float, default=2.0, help="with --train: stop training after this long")
     p.set_defaults(func=cmd_demo)
     return parser
 

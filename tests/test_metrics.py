@@ -12,8 +12,17 @@ from torch.testing import assert_close
 from imagen_tutorial import CheckpointError, load_model, load_pretrained
 from imagen_tutorial.checkpoint import export_model
 from imagen_tutorial.data import load_fashion_mnist, quantize, to_float
-from imagen_tutorial.metrics import (Judge, conditional_accuracy, evaluate_generation, frechet_distance,
-                                     generate_per_class, judge_input, load_judge, psnr, save_judge)
+from imagen_tutorial.metrics import (
+    Judge,
+    conditional_accuracy,
+    evaluate_generation,
+    frechet_distance,
+    generate_per_class,
+    judge_input,
+    load_judge,
+    psnr,
+    save_judge,
+)
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():

@@ -1,13 +1,18 @@
 """Copy a trained run into data/checkpoints/ as a shipped checkpoint and record it in manifest.json.
 
-    python tools/ship_checkpoint.py text2img --run runs/text2img [--limit N] [--evaluation eval.json]
+    python tools/ship_checkpoint.py text2img --run runs/text2img [--limit N]
+    python -m imagen_tutorial evaluate --checkpoint data/checkpoints/text2img.pt --guidance 1 --guidance 3 \
+        --json > text2img_eval.json
+    python tools/ship_checkpoint.py text2img --evaluation text2img_eval.json
     python tools/ship_checkpoint.py classifier --judge runs/judge/classifier.pt
 
-For an image model this exports the weights as fp16 (loading restores fp32; the file stays well under 16 MB),
-measures test bits/dim of the exported weights on the official test set (all 10,000 images unless --limit),
-copies the run's log.jsonl next to it (chapter 05 plots it) and writes the manifest entry: file, sha256, config,
-training config, steps, test bits/dim, how it was trained. --evaluation merges the JSON printed by
-`python -m imagen_tutorial evaluate --json` (judge accuracy, Fréchet distance) into the entry.
+--run exports the weights as fp16 (loading restores fp32; the file stays well under 16 MB), measures test
+bits/dim of the exported weights on the first --limit test images (default 1,000: a quick first figure), copies
+the run's log.jsonl next to it (chapter 05 plots it) and writes the manifest entry: file, sha256, config,
+training config, steps, test bits/dim, how it was trained. --evaluation then takes the figures of an `evaluate
+--json` run on the shipped file (all 10,000 test images; judge accuracy and Fréchet distance at each guidance)
+into the entry, after checking that the file is still the one the manifest names, and records the guidance with
+the best judge accuracy as "best_guidance".
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from imagen_tutorial.checkpoint import export_model, file_sha256, load_checkpoint, model_from_state
 from imagen_tutorial.data import load_fashion_mnist
 from imagen_tutorial.metrics import dataset_bits_per_dim, load_judge
-from imagen_tutorial.pretrained import CHECKPOINT_DIR
+from imagen_tutorial.pretrained import CHECKPOINT_DIR, read_manifest
 
 MAX_BYTES = 16 * 2**20
 
@@ -38,7 +43,7 @@ def write_entry(name: str, entry: dict) -> None:
     tmp.replace(path)
 
 
-def ship_model(name: str, run: Path, limit: int | None, evaluation: dict | None) -> dict:
+def ship_model(name: str, run: Path, limit: int) -> dict:
     state = load_checkpoint(run / "checkpoint.pt")
     model = model_from_state(state, f"run {run}").eval()
     train_cfg = state["train_config"]
@@ -51,8 +56,7 @@ def ship_model(name: str, run: Path, limit: int | None, evaluation: dict | None)
         raise SystemExit(f"{target} is {size / 2**20:.1f} MB, over the 16 MB limit for shipped files")
     shipped = model_from_state(load_checkpoint(target)).eval()  # measure what learners will load (fp16 weights)
     images, labels = load_fashion_mnist("test")
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    images, labels = images[:limit], labels[:limit]
     bpd = dataset_bits_per_dim(shipped, images, labels).mean().item()
     log = CHECKPOINT_DIR / f"{name}_log.jsonl"
     shutil.copyfile(run / "log.jsonl", log)
@@ -65,8 +69,25 @@ def ship_model(name: str, run: Path, limit: int | None, evaluation: dict | None)
              "parameters": shipped.num_params(), "config": shipped.config.to_dict(), "train_config": train_cfg,
              "steps": state["step"], "test_bits_per_dim": round(bpd, 4), "test_images": len(images),
              "trained": how, "log": log.name}
-    if evaluation:
-        entry["evaluation"] = {k: v for k, v in evaluation.items() if k not in ("checkpoint", "bits_per_dim")}
+    return entry
+
+
+def merge_evaluation(name: str, evaluation: dict) -> dict:
+    entry = read_manifest()[name]
+    target = CHECKPOINT_DIR / entry["file"]
+    if Path(evaluation["checkpoint"]).resolve() != target.resolve() or file_sha256(target) != entry["sha256"]:
+        raise SystemExit(f"the evaluation is of {evaluation['checkpoint']}, not of the shipped {target} "
+                         f"(or the file changed since it was shipped)")
+    entry["test_bits_per_dim"] = round(evaluation["bits_per_dim"], 4)
+    entry["test_images"] = evaluation["images"]
+    runs = evaluation.get("by_guidance") or ([evaluation] if "guidance" in evaluation else [])
+    keep = ("guidance", "samples", "accuracy", "frechet_distance", "psnr_db")
+    summary = {"by_guidance": [{k: run[k] for k in keep if k in run} for run in runs]}
+    if runs and runs[0].get("accuracy") is not None:
+        best = max(runs, key=lambda run: (run["accuracy"], -run["guidance"]))
+        summary["best_guidance"] = best["guidance"]
+        summary["judge_accuracy_on_test_images"] = evaluation["judge_accuracy_on_test_images"]
+    entry["evaluation"] = summary
     return entry
 
 
@@ -90,17 +111,18 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--run", type=Path, help="training folder holding checkpoint.pt and log.jsonl")
     parser.add_argument("--judge", type=Path, help="a classifier written by tools/train_judge.py")
-    parser.add_argument("--limit", type=int, default=None, help="test images for bits/dim (default all 10,000)")
-    parser.add_argument("--evaluation", type=Path, help="JSON from `evaluate --json` to store in the entry")
+    parser.add_argument("--limit", type=int, default=1000, help="with --run: test images for the first bits/dim")
+    parser.add_argument("--evaluation", type=Path, help="JSON from `evaluate --json` of the shipped file")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.judge:
         entry = ship_judge(args.judge)
     elif args.run:
-        evaluation = json.loads(args.evaluation.read_text()) if args.evaluation else None
-        entry = ship_model(args.name, args.run, args.limit, evaluation)
+        entry = ship_model(args.name, args.run, args.limit)
+    elif args.evaluation:
+        entry = merge_evaluation(args.name, json.loads(args.evaluation.read_text()))
     else:
-        parser.error("give --run (an image model) or --judge (the classifier)")
+        parser.error("give --run (an image model), --evaluation (its figures) or --judge (the classifier)")
     write_entry(args.name, entry)
     print(json.dumps(entry, indent=1))
 

@@ -12,5 +12,7 @@ from .ch02_blocks import *  # noqa: F403
 from .ch03_encoder import *  # noqa: F403
 from .ch04_decoder import *  # noqa: F403
 from .ch05_training import *  # noqa: F403
+from .ch06_sampling import *  # noqa: F403
+from .ch07_applications import *  # noqa: F403
 from .ch08_imagen import *  # noqa: F403
 from .core import REFERENCE, compare, reference_given  # noqa: F401
