@@ -1,6 +1,6 @@
 """Train the judge classifier and write data/checkpoints/classifier.pt (run from the repository root).
 
-    python tools/train_judge.py [--epochs 6] [--out data/checkpoints/classifier.pt]
+    python tools/train_judge.py [--epochs 8] [--out data/checkpoints/classifier.pt]
 
 Then record its sha256 in data/checkpoints/manifest.json with `python tools/update_manifest.py`.
 """
@@ -16,7 +16,7 @@ from imagen_tutorial.metrics import save_judge, train_judge
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="data/checkpoints/classifier.pt")
