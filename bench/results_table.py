@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     manifest = json.loads((ROOT / "data/checkpoints/manifest.json").read_text())["checkpoints"]
     base = json.loads((ROOT / "bench/results/baselines.json").read_text())
-    print("| model or reference | levels | test bits/dim | how |")
-    print("|---|---|---|---|")
+    print("| model or reference | levels | test bits/dim | test images | how |")
+    print("|---|---|---|---|---|")
+    n = base["test_images"]
     rows = [
-        ("uniform", 256, base["uniform"], "every intensity equally likely: log2(256)"),
-        ("per-position categorical", 256, base["per_position_categorical"], "a histogram per pixel position"),
-        ("gzip -9", 256, base["gzip_level9"], "compressed size of the raw test pixels"),
-        ("LZMA (xz -9e)", 256, base["lzma_preset9e"], "compressed size of the raw test pixels"),
-        ("causal-neighbour counts", 256, base["causal_neighbour_counts"],
+        ("uniform", 256, base["uniform"], n, "every intensity equally likely: log2(256)"),
+        ("per-position categorical", 256, base["per_position_categorical"], n, "a histogram per pixel position"),
+        ("gzip -9", 256, base["gzip_level9"], n, "compressed size of the raw test pixels"),
+        ("LZMA (xz -9e)", 256, base["lzma_preset9e"], n, "compressed size of the raw test pixels"),
+        ("causal-neighbour counts", 256, base["causal_neighbour_counts"], n,
          "counts of a pixel given 4 seen neighbours, backed off"),
     ]
     for name, entry in manifest.items():
@@ -34,10 +35,10 @@ def main() -> None:
             continue
         cfg = entry["config"]
         what = f"{entry['parameters'] / 1e6:.2f}M parameters, condition {cfg['condition']}, {entry['steps']} steps"
-        rows.append((f"**{name}**", cfg["levels"], entry["test_bits_per_dim"], what))
-    for name, levels, bpd, how in rows:
+        rows.append((f"**{name}**", cfg["levels"], entry["test_bits_per_dim"], entry["test_images"], what))
+    for name, levels, bpd, images, how in rows:
         uniform = f" (uniform: {math.log2(levels):.0f})" if levels != 256 else ""
-        print(f"| {name} | {levels}{uniform} | {bpd:.3f} | {how} |")
+        print(f"| {name} | {levels}{uniform} | {bpd:.3f} | {images:,} | {how} |")
     print()
     print("| model | guidance | samples | judge accuracy | Fréchet distance | PSNR |")
     print("|---|---|---|---|---|---|")

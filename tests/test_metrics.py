@@ -59,7 +59,7 @@ def test_the_shipped_judge_classifies_a_fixed_batch_of_test_images():
     images, labels = load_fashion_mnist("test")
     x, y = to_float(images[:200]), labels[:200]
     assert judge(x).shape == (200, 10)
-    # the same batch, measured when the judge was shipped: 0.94 of the first 200 (0.92+ over all 10,000)
+    # measured when the judge was shipped: 0.93 of these 200 (0.9334 of all 10,000), 0.94 of them at 16 levels
     assert conditional_accuracy(judge, x, y) >= 0.9
     assert conditional_accuracy(judge, judge_input(quantize(images[:200], 16), 16), y) >= 0.88
 
@@ -95,7 +95,7 @@ def test_generate_per_class_labels_and_shapes():
 
 def test_evaluate_generation_for_image_conditions_reports_psnr():
     judge = Judge(width=4).eval()
-    result = evaluate_generation(tiny_model("lowres"), judge, per_class=1, reference=torch.randn(50, 16))
+    result = evaluate_generation(tiny_model("lowres"), judge, per_class=1, reference=torch.randn(50, 256))
     assert result["samples"] == 10 and 0 <= result["accuracy"] <= 1
     assert math.isfinite(result["frechet_distance"]) and result["psnr_db"] > 0
 
