@@ -99,6 +99,7 @@ class TrainConfig(_DictMixin):
     batch_size: int = 64  # images per optimizer step, over all processes and accumulation micro-steps
     steps: int = 2000  # optimizer steps; the LR schedule ends here
     max_minutes: float = 0.0  # stop (and save) after this much wall-clock time; 0 = no limit
+    schedule: str = "steps"  # steps: cosine ends at `steps`; time: it ends at `max_minutes` (a wall-clock budget)
     lr: float = 2e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
@@ -117,6 +118,7 @@ class TrainConfig(_DictMixin):
     eval_every: int = 500  # steps between test bits/dim + sample grid; 0 disables
     eval_images: int = 500  # test images used by the periodic evaluation
     ckpt_every: int = 200  # steps between checkpoints; a final one is always written
+    ckpt_minutes: float = 0.0  # also checkpoint whenever this much wall-clock time has passed; 0 = off
     train_images: int = 0  # use only the first N training images (0 = all 60,000)
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
@@ -132,3 +134,9 @@ class TrainConfig(_DictMixin):
             _fail("cond_dropout must be in [0, 1) and hflip in [0, 1]")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0 or self.crop_padding < 0:
             _fail("lr must be > 0; warmup_steps, grad_clip and crop_padding must be >= 0")
+        if self.schedule not in ("steps", "time"):
+            _fail(f"schedule={self.schedule!r} is unknown: use steps (cosine over `steps`) or time (over max_minutes)")
+        if self.schedule == "time" and self.max_minutes <= 0:
+            _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
+        if self.max_minutes < 0 or self.ckpt_minutes < 0:
+            _fail("max_minutes and ckpt_minutes must be >= 0 (0 turns them off)")

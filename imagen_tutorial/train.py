@@ -45,12 +45,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to cfg.min_lr_ratio at cfg.steps."""
+def lr_factor(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
+    """Linear warm-up to 1, then cosine decay to cfg.min_lr_ratio at cfg.steps.
+
+    `progress` (0..1) replaces the step-based position on the cosine: a run with schedule="time" passes the
+    fraction of its wall-clock budget spent, so a run stopped by the clock still ends at the low learning rate.
+    """
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if progress is None:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, max(0.0, progress))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _grad_scaler(device: torch.device, enabled: bool):
+    """torch.amp.GradScaler (PyTorch >= 2.3), or the older CUDA-only class on the GPU machines' older PyTorch."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -118,7 +131,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(lr_factor, cfg=cfg))
         self.dtype = self._autocast_dtype()
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.scaler = _grad_scaler(self.device, enabled=self.dtype == torch.float16)
         self.net: nn.Module = torch.compile(self.model) if cfg.compile else self.model
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -262,6 +275,14 @@ class Trainer:
         return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
     # ------------------------------------------------------------ the loop
+    def _time_schedule_lr(self) -> None:
+        """With schedule="time", set the next step's learning rate from the fraction of max_minutes spent."""
+        if self.cfg.schedule != "time":
+            return
+        factor = lr_factor(self.step, self.cfg, progress=self.elapsed / (60 * self.cfg.max_minutes))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
     def run(self) -> dict:
         """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures."""
         from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
@@ -280,15 +301,21 @@ class Trainer:
         losses: list[torch.Tensor] = []
         start, mark, mark_step = time.perf_counter(), time.perf_counter(), self.step
         elapsed0 = self.elapsed
+        saved_at = self.elapsed  # for ckpt_minutes
+        self._time_schedule_lr()
         while self.step < cfg.steps:
             loss, norm = self.train_step()
             losses.append(loss)
             self.elapsed = elapsed0 + time.perf_counter() - start
             out_of_time = bool(cfg.max_minutes) and self.elapsed >= 60 * cfg.max_minutes
-            if self.world > 1 and cfg.max_minutes:  # every process must stop at the same step
-                flag = torch.tensor(float(out_of_time), device=self.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
+            save_due = bool(cfg.ckpt_minutes) and self.elapsed - saved_at >= 60 * cfg.ckpt_minutes
+            if self.world > 1 and (cfg.max_minutes or cfg.ckpt_minutes):  # every process decides alike
+                flags = torch.tensor([float(out_of_time), float(save_due), self.elapsed], device=self.device,
+                                     dtype=torch.float64)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                out_of_time, save_due = bool(flags[0].item()), bool(flags[1].item())
+                self.elapsed = flags[2].item()  # one clock for all, so schedule="time" gives every rank one lr
+            self._time_schedule_lr()
             done = self.step >= cfg.steps or out_of_time
             if self.step % cfg.log_every == 0 or done or self.step % cfg.ckpt_every == 0:
                 mean = torch.stack(losses).mean().item()  # one device sync per log interval
@@ -301,11 +328,14 @@ class Trainer:
                         f"{cfg.lr}), keep grad_clip on, or use precision='fp32', then resume with --resume.")
                 now = time.perf_counter()
                 img_s = (self.step - mark_step) * cfg.batch_size / max(now - mark, 1e-9)
-                summary = {"step": self.step, "train_bpd": mean / math.log(2), "lr": self.scheduler.get_last_lr()[0],
+                lr = self.optimizer.param_groups[0]["lr"]  # the next step's (set by the scheduler or the clock)
+                summary = {"step": self.step, "train_bpd": mean / math.log(2), "lr": lr,
                            "grad_norm": float(norm), "img_per_s": img_s,
                            "tokens_per_s": img_s * self.model_cfg.seq_len,
                            "mfu": img_s * flops / (self.world * peak) if peak else None,  # per GPU
                            "elapsed_s": round(self.elapsed, 2)}
+                if self.device.type == "cuda":
+                    summary["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
                 self.log(summary)
                 bar.set_postfix(bpd=f"{summary['train_bpd']:.3f}", img_s=f"{img_s:.0f}")
                 losses, mark, mark_step = [], now, self.step
@@ -313,8 +343,9 @@ class Trainer:
                 summary["test_bpd"] = self.evaluate()
                 self.log({"step": self.step, "test_bpd": summary["test_bpd"]})
                 mark, mark_step = time.perf_counter(), self.step  # evaluation time is not training throughput
-            if self.step % cfg.ckpt_every == 0 or done:
+            if self.step % cfg.ckpt_every == 0 or done or save_due:
                 self.save()
+                saved_at = self.elapsed
             bar.update(1)
             if out_of_time:
                 bar.write(f"stopped after {cfg.max_minutes} minutes at step {self.step} (checkpoint saved)")

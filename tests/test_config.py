@@ -36,3 +36,22 @@ def test_round_trip_and_unknown_keys():
     assert TrainConfig.from_dict({**train.to_dict(), "betas": [0.8, 0.9]}) == train
     with pytest.raises(ValueError, match=r"no field\(s\) 'level' \(did you mean \['levels'\]\?\)"):
         ModelConfig.from_dict({"level": 16})
+
+
+def test_shipped_training_configs_load_and_the_flagship_fits_a_16_mb_fp16_file():
+    import json
+    import tomllib
+    from pathlib import Path
+
+    from imagen_tutorial import ImageTransformer
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    for path in sorted(configs.glob("*.toml")) + sorted(configs.glob("*.json")):
+        values = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"])
+    flagship = json.loads((configs / "flagship.json").read_text())
+    model = ImageTransformer(ModelConfig.from_dict(flagship["model"]))
+    assert model.config.levels == 256 and model.config.condition == "caption"
+    assert model.num_params() * 2 < 16 * 2**20  # fp16 weights
+    train = TrainConfig.from_dict(flagship["train"])
+    assert train.schedule == "time" and train.cond_dropout > 0 and train.ckpt_minutes == 1.0

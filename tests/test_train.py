@@ -1,5 +1,7 @@
 """The training loop: schedule, decay groups, accumulation, exact resume, NaN guard, DDP."""
 
+import itertools
+import json
 import math
 import os
 import subprocess
@@ -12,6 +14,7 @@ from conftest import tiny_config, tiny_model
 from torch.testing import assert_close
 
 from imagen_tutorial import TrainConfig, load_checkpoint
+from imagen_tutorial import train as train_module
 from imagen_tutorial.train import Trainer, TrainingDiverged, lr_factor, make_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +33,29 @@ def test_lr_warms_up_then_follows_a_cosine_to_the_floor():
     assert factors[60] == pytest.approx(0.55)  # halfway through the cosine
     assert factors[110] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(factors[9:-1], factors[10:], strict=True))
+
+
+def test_time_schedule_rejects_a_run_without_a_budget():
+    with pytest.raises(ValueError, match="schedule='time' decays the learning rate over max_minutes"):
+        TrainConfig(schedule="time")
+    with pytest.raises(ValueError, match="schedule='epochs' is unknown: use steps"):
+        TrainConfig(schedule="epochs")
+
+
+def test_time_schedule_ends_at_the_floor_when_the_clock_runs_out(tmp_path, train_slice, monkeypatch):
+    clock = itertools.count(0.0, 3.0)  # a fake clock: every reading is 3 s later than the last
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
+    cfg = _train_config(steps=10_000, warmup_steps=2, log_every=1, max_minutes=1.0, schedule="time",
+                        ckpt_every=10_000, ckpt_minutes=0.25)
+    trainer = Trainer(tiny_config(), cfg, tmp_path, data=train_slice)
+    saves = []
+    monkeypatch.setattr(trainer, "save", lambda: saves.append(trainer.step))
+    trainer.run()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert 2 < trainer.step < 100  # stopped by the clock, far before `steps`
+    assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio)  # the cosine finished with the budget
+    assert all(a >= b for a, b in zip(lrs[1:-1], lrs[2:], strict=True)) and lrs[1] > 0.5 * cfg.lr
+    assert len(saves) >= 4 and saves[-1] == trainer.step  # every quarter of a minute, and at the end
 
 
 def test_weight_decay_skips_biases_norms_and_embeddings():

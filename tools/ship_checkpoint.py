@@ -33,8 +33,8 @@ from imagen_tutorial.pretrained import CHECKPOINT_DIR, read_manifest
 MAX_BYTES = 16 * 2**20
 
 
-def write_entry(name: str, entry: dict) -> None:
-    path = CHECKPOINT_DIR / "manifest.json"
+def write_entry(name: str, entry: dict, folder: Path = CHECKPOINT_DIR) -> None:
+    path = folder / "manifest.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {"checkpoints": {}}
     manifest["checkpoints"][name] = entry
     manifest["checkpoints"] = dict(sorted(manifest["checkpoints"].items()))
@@ -43,13 +43,13 @@ def write_entry(name: str, entry: dict) -> None:
     tmp.replace(path)
 
 
-def ship_model(name: str, run: Path, limit: int) -> dict:
+def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder: Path = CHECKPOINT_DIR) -> dict:
     state = load_checkpoint(run / "checkpoint.pt")
     model = model_from_state(state, f"run {run}").eval()
     train_cfg = state["train_config"]
     if state["step"] < train_cfg["steps"]:
         print(f"note: {run} stopped at step {state['step']} of {train_cfg['steps']}", file=sys.stderr)
-    target = CHECKPOINT_DIR / f"{name}.pt"
+    target = folder / f"{name}.pt"
     export_model(model, target, half=True, steps=state["step"])
     size = target.stat().st_size
     if size > MAX_BYTES:
@@ -58,13 +58,14 @@ def ship_model(name: str, run: Path, limit: int) -> dict:
     images, labels = load_fashion_mnist("test")
     images, labels = images[:limit], labels[:limit]
     bpd = dataset_bits_per_dim(shipped, images, labels).mean().item()
-    log = CHECKPOINT_DIR / f"{name}_log.jsonl"
+    log = folder / f"{name}_log.jsonl"
     shutil.copyfile(run / "log.jsonl", log)
     minutes = state["elapsed_s"] / 60
-    how = (f"{state['step']} steps of batch {train_cfg['batch_size']} ({state['step'] * train_cfg['batch_size']:,} "
-           f"images) in {minutes:.0f} min on a 2-core CPU, one thread, bf16 autocast, sharing the cores with "
-           f"the other course runs: OMP_NUM_THREADS=1 python -m imagen_tutorial train --config "
-           f"configs/{name}.toml --out runs/{name}")
+    if how is None:
+        how = (f"{state['step']} steps of batch {train_cfg['batch_size']} ({state['step'] * train_cfg['batch_size']:,} "
+               f"images) in {minutes:.0f} min on a 2-core CPU, one thread, bf16 autocast, sharing the cores with "
+               f"the other course runs: OMP_NUM_THREADS=1 python -m imagen_tutorial train --config "
+               f"configs/{name}.toml --out runs/{name}")
     entry = {"file": target.name, "sha256": file_sha256(target), "kind": "image_model", "size_bytes": size,
              "parameters": shipped.num_params(), "config": shipped.config.to_dict(), "train_config": train_cfg,
              "steps": state["step"], "test_bits_per_dim": round(bpd, 4), "test_images": len(images),
@@ -112,18 +113,21 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="training folder holding checkpoint.pt and log.jsonl")
     parser.add_argument("--judge", type=Path, help="a classifier written by tools/train_judge.py")
     parser.add_argument("--limit", type=int, default=1000, help="with --run: test images for the first bits/dim")
+    parser.add_argument("--to", type=Path, default=CHECKPOINT_DIR,
+                        help="with --run: folder for the .pt, its log and manifest.json (default data/checkpoints)")
+    parser.add_argument("--how", help="with --run: how it was trained, for the manifest (default: the CPU recipe)")
     parser.add_argument("--evaluation", type=Path, help="JSON from `evaluate --json` of the shipped file")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.judge:
         entry = ship_judge(args.judge)
     elif args.run:
-        entry = ship_model(args.name, args.run, args.limit)
+        entry = ship_model(args.name, args.run, args.limit, args.how, args.to)
     elif args.evaluation:
         entry = merge_evaluation(args.name, json.loads(args.evaluation.read_text()))
     else:
         parser.error("give --run (an image model), --evaluation (its figures) or --judge (the classifier)")
-    write_entry(args.name, entry)
+    write_entry(args.name, entry, args.to if args.run else CHECKPOINT_DIR)
     print(json.dumps(entry, indent=1))
 
 
