@@ -18,8 +18,15 @@ import torch
 
 from .checkpoint import CheckpointError, load_model
 from .config import ModelConfig, TrainConfig
-from .data import build_condition, load_fashion_mnist, make_caption, quantize, resize
-from .metrics import classify_accuracy, dataset_bits_per_dim, evaluate_generation, judge_input, reference_features
+from .data import load_fashion_mnist, make_caption, quantize, resize
+from .metrics import (
+    classify_accuracy,
+    conditions_from_test_set,
+    dataset_bits_per_dim,
+    evaluate_generation,
+    judge_input,
+    reference_features,
+)
 from .pretrained import load_pretrained, read_manifest
 from .train import TrainingDiverged, train
 from .viz import save_generation_gif, save_grid
@@ -78,9 +85,7 @@ def _conditions(model, captions: list[str], n: int):
         raise ValueError(f"this model is conditioned on {c.condition!r}, not captions: drop --caption")
     if c.condition == "none":
         return None, n
-    images, labels = load_fashion_mnist("test")
-    images = resize(images[:n], c.image_size)
-    return build_condition(c.condition, images, labels[:n], c.cond_size), n
+    return conditions_from_test_set(c, n)[0], n
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ModelConfig
 from .data import all_captions, augment, build_condition, dequantize, load_fashion_mnist, quantize, resize, to_float
 from .model import ImageTransformer
 
@@ -273,10 +274,18 @@ def generate_for_evaluation(model: ImageTransformer, per_class: int, guidance: f
     n = 10 * per_class
     if c.condition == "none":
         return generate_in_chunks(model, None, n, seed=seed, progress=progress), None, None
-    test, labels = load_fashion_mnist("test")
-    test, labels = resize(test[:n], c.image_size), labels[:n]
-    cond = build_condition(c.condition, test, labels, c.cond_size)
+    cond, labels, test = conditions_from_test_set(c, n)
     return generate_in_chunks(model, cond, n, guidance, seed=seed, progress=progress), labels, test
+
+
+def conditions_from_test_set(config: ModelConfig, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The conditions an image-conditioned model (lowres, edges) reads for the first `n` official test images:
+    (condition, labels [n], the originals uint8 [n, H, W] at the model's image size)."""
+    if config.condition not in ("lowres", "edges"):
+        raise ValueError(f"conditions_from_test_set is for image conditions (lowres, edges), not {config.condition!r}")
+    test, labels = load_fashion_mnist("test")
+    test, labels = resize(test[:n], config.image_size), labels[:n]
+    return build_condition(config.condition, test, labels, config.cond_size), labels, test
 
 
 def evaluate_generation(model: ImageTransformer, judge: Judge, per_class: int = 100, guidance: float = 1.0,

@@ -1,8 +1,12 @@
 """Configs validate themselves with messages that say what to change."""
 
-import pytest
+import json
+from pathlib import Path
 
-from imagen_tutorial import ModelConfig, TrainConfig
+import pytest
+import tomllib
+
+from imagen_tutorial import ImageTransformer, ModelConfig, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -39,12 +43,6 @@ def test_round_trip_and_unknown_keys():
 
 
 def test_shipped_training_configs_load_and_the_flagship_fits_a_16_mb_fp16_file():
-    import json
-    import tomllib
-    from pathlib import Path
-
-    from imagen_tutorial import ImageTransformer
-
     configs = Path(__file__).resolve().parent.parent / "configs"
     for path in sorted(configs.glob("*.toml")) + sorted(configs.glob("*.json")):
         values = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
