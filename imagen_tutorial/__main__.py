@@ -106,11 +106,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None = None,
                         batch_size: int = 250, device: str = "cpu", per_class: int | None = None,
                         guidance: list[float] | tuple[float, ...] = (1.0,), seed: int = 0,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, temperature: float = 1.0) -> dict:
     """Bits/dim of a checkpoint on the first `limit` images of an official split (all if None) and, for
     conditional models, the judge's verdict on `per_class` samples per class (default 50; 0 skips) at each
-    guidance scale: conditional accuracy and Fréchet distance to the test set. Unconditional models are
-    sampled only when `per_class` is given (Fréchet distance only)."""
+    guidance scale (sampling at `temperature`): conditional accuracy and Fréchet distance to the test set.
+    Unconditional models are sampled only when `per_class` is given (Fréchet distance only)."""
     model = load_model(path, device)
     images, labels = load_fashion_mnist(split)
     if limit is not None:
@@ -129,7 +129,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
     if per_class:
         judge = load_pretrained("classifier", device)
         reference = reference_features(judge, levels=c.levels)
-        runs = [evaluate_generation(model, judge, per_class, g, seed, reference, progress) for g in guidance]
+        runs = [evaluate_generation(model, judge, per_class, g, seed, reference, progress, temperature)
+                for g in guidance]
         result.update(runs[0])
         if len(runs) > 1:
             result["by_guidance"] = runs
@@ -141,7 +142,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device,
-                                 args.per_class, args.guidance or [1.0], args.seed, progress=not args.json)
+                                 args.per_class, args.guidance or [1.0], args.seed, progress=not args.json,
+                                 temperature=args.temperature)
     if args.json:
         print(json.dumps(result))
     else:
@@ -158,14 +160,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if model.config.condition != "caption":
         raise ValueError(f"the demo draws from captions; {source} reads {model.config.condition!r}")
     judge = load_pretrained("classifier")
-    guidance = args.guidance if args.guidance is not None else model_guidance(args.checkpoint)
+    best_guidance, best_temperature = recommended_sampling(args.checkpoint)
+    guidance = args.guidance if args.guidance is not None else best_guidance
+    temperature = args.temperature if args.temperature is not None else best_temperature
     labels = torch.arange(10).repeat_interleave(args.columns)  # a row per class
     captions = [make_caption(int(k)) for k in labels]
-    print(f"Drawing {len(captions)} images ({args.columns} per class, guidance {guidance:g}) with {source} "
+    print(f"Drawing {len(captions)} images ({args.columns} per class, guidance {guidance:g}, "
+          f"temperature {temperature:g}) with {source} "
           f"({model.num_params():,} parameters, {model.config.image_size}×{model.config.image_size}, "
           f"{model.config.levels} grey levels) on the CPU")
     generator = torch.Generator().manual_seed(args.seed)
-    images = model.generate(captions, guidance=guidance, generator=generator, progress=True)
+    images = model.generate(captions, guidance=guidance, temperature=temperature, generator=generator, progress=True)
     accuracy = classify_accuracy(judge, judge_input(images, model.config.levels), labels)
     print(f"wrote {save_grid(images, model.config.levels, out / 'samples.png', nrow=args.columns)} "
           f"(a row per class: {', '.join(captions[:: args.columns][:3])}, ...)")
@@ -173,11 +178,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"the judge classifier assigns {accuracy:.0%} of these images to the class their caption names")
 
 
-def model_guidance(path: str | None) -> float:
-    """The guidance scale the manifest recommends for the shipped text2img model (2 for other checkpoints)."""
+def recommended_sampling(path: str | None) -> tuple[float, float]:
+    """(guidance, temperature) the manifest recommends for the shipped text2img model: those of its evaluation
+    with the best judge accuracy; (2, 1) before it is evaluated and for other checkpoints."""
     if path is None:
-        return float(read_manifest()["text2img"].get("evaluation", {}).get("best_guidance", 2.0))
-    return 2.0
+        evaluation = read_manifest()["text2img"].get("evaluation", {})
+        return float(evaluation.get("best_guidance", 2.0)), float(evaluation.get("best_temperature", 1.0))
+    return 2.0, 1.0
 
 
 def demo_train(args: argparse.Namespace) -> None:
@@ -241,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per class judged by the classifier (default 50 for conditional models; 0 skips)")
     p.add_argument("--guidance", type=float, action="append", default=[],
                    help="classifier-free guidance for those samples; repeat to sweep (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for those samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -252,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=8, help="images per class")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the shipped model's tuned value)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: the shipped model's tuned value)")
     p.add_argument("--checkpoint", help="draw from this caption checkpoint instead of the shipped one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", action="store_true",

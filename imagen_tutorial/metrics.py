@@ -262,20 +262,21 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
 
 
 def generate_for_evaluation(model: ImageTransformer, per_class: int, guidance: float = 1.0, seed: int = 0,
-                            progress: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                            progress: bool = False, temperature: float = 1.0
+                            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Samples to judge, whatever the model reads: (levels [N, H, W], labels [N] or None, targets uint8 [N, H, W]
     or None). Caption models draw `per_class` images per class; image-conditioned models (lowres, edges) redraw the
     first 10*per_class test images from their conditions (targets: those originals); unconditional ones draw
     10*per_class images (no labels)."""
     c = model.config
     if c.condition == "caption":
-        images, labels = generate_per_class(model, per_class, guidance, seed=seed, progress=progress)
+        images, labels = generate_per_class(model, per_class, guidance, temperature, seed=seed, progress=progress)
         return images, labels, None
     n = 10 * per_class
     if c.condition == "none":
-        return generate_in_chunks(model, None, n, seed=seed, progress=progress), None, None
+        return generate_in_chunks(model, None, n, temperature=temperature, seed=seed, progress=progress), None, None
     cond, labels, test = conditions_from_test_set(c, n)
-    return generate_in_chunks(model, cond, n, guidance, seed=seed, progress=progress), labels, test
+    return generate_in_chunks(model, cond, n, guidance, temperature, seed=seed, progress=progress), labels, test
 
 
 def conditions_from_test_set(config: ModelConfig, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -289,17 +290,18 @@ def conditions_from_test_set(config: ModelConfig, n: int) -> tuple[Tensor, Tenso
 
 
 def evaluate_generation(model: ImageTransformer, judge: Judge, per_class: int = 100, guidance: float = 1.0,
-                        seed: int = 0, reference: Tensor | None = None, progress: bool = False) -> dict:
+                        seed: int = 0, reference: Tensor | None = None, progress: bool = False,
+                        temperature: float = 1.0) -> dict:
     """Draw samples (see `generate_for_evaluation`) and judge them: {"guidance", "samples", "accuracy" (None for
     unconditional models), "frechet_distance", and for image conditions "psnr_db" against the originals}.
     `reference`: judge features of real images (default: the 10,000 test images quantized to the model's levels,
     so the distance is not about quantization)."""
     c = model.config
-    images, labels, targets = generate_for_evaluation(model, per_class, guidance, seed, progress=progress)
+    images, labels, targets = generate_for_evaluation(model, per_class, guidance, seed, progress, temperature)
     x = judge_input(images, c.levels)
     if reference is None:
         reference = reference_features(judge, levels=c.levels)
-    result = {"guidance": guidance, "samples": len(images),
+    result = {"guidance": guidance, "temperature": temperature, "samples": len(images),
               "accuracy": conditional_accuracy(judge, x, labels) if labels is not None else None,
               "frechet_distance": frechet_distance(judge_features(judge, x), reference)}
     if targets is not None:

@@ -101,9 +101,10 @@ def test_evaluate_a_shipped_checkpoint_matches_a_direct_computation(capsys):
 def test_evaluate_judges_samples_at_each_guidance(tmp_path, capsys):
     path = export_model(tiny_model("caption"), tmp_path / "tiny.pt")
     argv = ["evaluate", "--checkpoint", str(path), "--limit", "10", "--per-class", "1", "--guidance", "1",
-            "--guidance", "3", "--json"]
+            "--guidance", "3", "--temperature", "0.5", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert [run["guidance"] for run in result["by_guidance"]] == [1.0, 3.0]
+    assert [run["temperature"] for run in result["by_guidance"]] == [0.5, 0.5]
     assert result["samples"] == 10 and 0 <= result["accuracy"] <= 1 and result["frechet_distance"] >= 0
     assert 0.1 < result["judge_accuracy_on_test_images"] <= 1  # real test images at 6×6, 8 levels: hard to judge

@@ -73,21 +73,26 @@ def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder:
     return entry
 
 
-def merge_evaluation(name: str, evaluation: dict) -> dict:
+def merge_evaluation(name: str, evaluations: list[dict]) -> dict:
+    """Take the figures of one or more `evaluate --json` runs of the shipped file (say, a guidance sweep at two
+    temperatures) into its manifest entry; the bits/dim comes from the first."""
     entry = read_manifest()[name]
     target = CHECKPOINT_DIR / entry["file"]
-    if Path(evaluation["checkpoint"]).resolve() != target.resolve() or file_sha256(target) != entry["sha256"]:
-        raise SystemExit(f"the evaluation is of {evaluation['checkpoint']}, not of the shipped {target} "
-                         f"(or the file changed since it was shipped)")
-    entry["test_bits_per_dim"] = round(evaluation["bits_per_dim"], 4)
-    entry["test_images"] = evaluation["images"]
-    runs = evaluation.get("by_guidance") or ([evaluation] if "guidance" in evaluation else [])
-    keep = ("guidance", "samples", "accuracy", "frechet_distance", "psnr_db")
+    for evaluation in evaluations:
+        if Path(evaluation["checkpoint"]).resolve() != target.resolve() or file_sha256(target) != entry["sha256"]:
+            raise SystemExit(f"the evaluation is of {evaluation['checkpoint']}, not of the shipped {target} "
+                             f"(or the file changed since it was shipped)")
+    first = evaluations[0]
+    entry["test_bits_per_dim"] = round(first["bits_per_dim"], 4)
+    entry["test_images"] = first["images"]
+    runs = [run for e in evaluations for run in (e.get("by_guidance") or ([e] if "guidance" in e else []))]
+    keep = ("guidance", "temperature", "samples", "accuracy", "frechet_distance", "psnr_db")
     summary = {"by_guidance": [{k: run[k] for k in keep if k in run} for run in runs]}
     if runs and runs[0].get("accuracy") is not None:
-        best = max(runs, key=lambda run: (run["accuracy"], -run["guidance"]))
+        best = max(runs, key=lambda run: (run["accuracy"], -run["guidance"], run.get("temperature", 1.0)))
         summary["best_guidance"] = best["guidance"]
-        summary["judge_accuracy_on_test_images"] = evaluation["judge_accuracy_on_test_images"]
+        summary["best_temperature"] = best.get("temperature", 1.0)
+        summary["judge_accuracy_on_test_images"] = first["judge_accuracy_on_test_images"]
     entry["evaluation"] = summary
     return entry
 
@@ -116,7 +121,8 @@ def main() -> None:
     parser.add_argument("--to", type=Path, default=CHECKPOINT_DIR,
                         help="with --run: folder for the .pt, its log and manifest.json (default data/checkpoints)")
     parser.add_argument("--how", help="with --run: how it was trained, for the manifest (default: the CPU recipe)")
-    parser.add_argument("--evaluation", type=Path, help="JSON from `evaluate --json` of the shipped file")
+    parser.add_argument("--evaluation", type=Path, action="append",
+                        help="JSON from `evaluate --json` of the shipped file; repeat to merge several runs")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.judge:
@@ -124,7 +130,7 @@ def main() -> None:
     elif args.run:
         entry = ship_model(args.name, args.run, args.limit, args.how, args.to)
     elif args.evaluation:
-        entry = merge_evaluation(args.name, json.loads(args.evaluation.read_text()))
+        entry = merge_evaluation(args.name, [json.loads(path.read_text()) for path in args.evaluation])
     else:
         parser.error("give --run (an image model), --evaluation (its figures) or --judge (the classifier)")
     write_entry(args.name, entry, args.to if args.run else CHECKPOINT_DIR)
