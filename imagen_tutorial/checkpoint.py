@@ -78,8 +78,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 def check_config(saved: dict[str, Any], expected: ModelConfig, source: str = "the checkpoint") -> None:
     """Raise CheckpointError naming every field where `saved` differs from `expected`."""
-    wanted = expected.to_dict()
-    diffs = [f"{k}={saved.get(k)!r} in {source} but {wanted[k]!r} here" for k in wanted if saved.get(k) != wanted[k]]
+    wanted, default = expected.to_dict(), ModelConfig().to_dict()  # fields added later keep their defaults
+    saved = {k: saved.get(k, default[k]) for k in wanted}
+    diffs = [f"{k}={saved[k]!r} in {source} but {wanted[k]!r} here" for k in wanted if saved[k] != wanted[k]]
     if diffs:
         raise CheckpointError(
             f"{source} was made for another model config: {'; '.join(diffs)}. Build the model from the "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 CONDITIONS = ("caption", "lowres", "edges", "none")
 
@@ -58,6 +58,12 @@ class ModelConfig(_DictMixin):
     max_caption_len: int = 12  # words + the <bos> token
     cond_size: int = 7  # side of the low-resolution image for condition="lowres"
     patch_size: int = 1  # side of one encoder patch, in pixels of the condition image
+    # lowres/edges only: also add to each decoder input an embedding of the condition image's value at that
+    # pixel (the low-res image upsampled; the edge map itself), so every pixel sees its own neighbourhood
+    # directly, as SR3 concatenates the upsampled image to its input, instead of finding it by cross-attention
+    pixel_condition: bool = False
+
+    PIXEL_BINS: ClassVar[int] = 32  # pixel_condition: condition values in [0, 1] are binned this finely
 
     def __post_init__(self) -> None:
         if not 4 <= self.image_size <= 64:
@@ -77,6 +83,8 @@ class ModelConfig(_DictMixin):
             _fail(f"cond_size={self.cond_size} must be smaller than image_size={self.image_size} for 'lowres'")
         if self.condition in ("lowres", "edges") and (self.patch_size < 1 or side % self.patch_size):
             _fail(f"patch_size={self.patch_size} must divide the condition image side {side}")
+        if self.pixel_condition and self.condition not in ("lowres", "edges"):
+            _fail(f"pixel_condition=True needs an image condition (lowres or edges), not {self.condition!r}")
 
     @property
     def ff_width(self) -> int:

@@ -40,11 +40,15 @@ class PixelDecoder(nn.Module):
         return [(KVCache(self.image_size**2), KVCache(memory_len)) for _ in self.blocks]
 
     def forward(self, inputs: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None,
-                cache: list[tuple[KVCache, KVCache]] | None = None, offset: int = 0) -> Tensor:
+                cache: list[tuple[KVCache, KVCache]] | None = None, offset: int = 0,
+                extra: Tensor | None = None) -> Tensor:
         """inputs [B, T] (shifted levels, see `shift_right`) for positions offset..offset+T-1 -> logits
-        [B, T, levels]. With a cache, pass only the new positions and their offset."""
+        [B, T, levels]. With a cache, pass only the new positions and their offset. `extra` [B, T, d], if
+        given, is added to those positions' input embeddings (a per-pixel condition, `pixel_condition`)."""
         pos = torch.arange(offset, offset + inputs.size(1), device=inputs.device)
         x = self.level_emb(inputs) + self.row_emb(pos // self.image_size) + self.col_emb(pos % self.image_size)
+        if extra is not None:
+            x = x + extra
         x = self.drop(x)  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, memory, memory_mask, cache[i] if cache is not None else None)

@@ -34,6 +34,8 @@ class ImageTransformer(nn.Module):
                                         c.n_enc_layers, c.ff_width, c.dropout)
             # What the decoder reads when the condition is dropped (classifier-free guidance).
             self.null_memory = nn.Parameter(torch.zeros(1, 1, c.d_model))
+            if c.pixel_condition:  # one embedding per binned condition value, and one for "dropped"
+                self.pixel_emb = nn.Embedding(ModelConfig.PIXEL_BINS + 1, c.d_model)
         else:
             self.encoder = None
         self.decoder = PixelDecoder(c.levels, c.image_size, c.d_model, c.n_heads, c.n_layers, c.ff_width,
@@ -113,6 +115,19 @@ class ImageTransformer(nn.Module):
             memory = torch.where(drop[:, None, None], self.null_memory.to(memory.dtype).expand_as(memory), memory)
         return memory, mask
 
+    def pixel_features(self, cond: Tensor | None, drop: Tensor | None = None) -> Tensor | None:
+        """With `pixel_condition`: the condition image's value at every output pixel (the low-res image
+        upsampled, nearest; the edge map as it is), binned and embedded: [B, H*W, d]. Rows where `drop` is
+        True get the "dropped" embedding. None for models without a pixel condition."""
+        if not self.config.pixel_condition or cond is None:
+            return None
+        bins = ModelConfig.PIXEL_BINS
+        up = F.interpolate(cond.float(), size=self.config.image_size, mode="nearest").flatten(1)  # (B, T)
+        index = (up.clamp(0, 1) * (bins - 1)).round().long()
+        if drop is not None:
+            index = torch.where(drop[:, None], torch.full_like(index, bins), index)
+        return self.pixel_emb(index)
+
     def forward(self, images: Tensor, cond: Condition = None, drop: Tensor | None = None,
                 check: bool = True) -> Tensor:
         """images LongTensor [B, H, W] of levels -> logits [B, H*W, levels]; logits[:, t] sees pixels < t.
@@ -121,7 +136,7 @@ class ImageTransformer(nn.Module):
         cond = self.prepare_condition(cond, images.size(0), values=check)
         memory, mask = self.encode(cond, drop)
         pixels = images.flatten(1)  # (B, T) in raster order
-        return self.decoder(self.decoder.shift_right(pixels), memory, mask)
+        return self.decoder(self.decoder.shift_right(pixels), memory, mask, extra=self.pixel_features(cond, drop))
 
     def loss(self, images: Tensor, cond: Condition = None, drop: Tensor | None = None) -> Tensor:
         """Mean cross-entropy per pixel, in nats (a scalar)."""
@@ -173,11 +188,18 @@ class ImageTransformer(nn.Module):
         if B is None:
             raise ValueError("an unconditional model needs batch_size (or a prefix) to know how many images")
         memory, mask = self.encode(cond)
+        extra = self.pixel_features(cond)  # (B, T, d) or None
         guided = guidance != 1.0 and memory is not None
         if guided:  # run conditional and unconditional rows as one batch of 2B
-            memory_u, mask_u = self.encode(cond, drop=torch.ones(B, dtype=torch.bool, device=device))
+            dropped = torch.ones(B, dtype=torch.bool, device=device)
+            memory_u, mask_u = self.encode(cond, drop=dropped)
             memory = torch.cat([memory, memory_u])
             mask = torch.cat([mask, mask_u]) if mask is not None else None
+            if extra is not None:
+                extra = torch.cat([extra, self.pixel_features(cond, dropped)])
+
+        def extra_at(start: int, stop: int) -> Tensor | None:  # the pixel condition of positions start..stop-1
+            return extra[:, start:stop] if extra is not None else None
         T = c.seq_len
         out = torch.zeros(B, T, dtype=torch.long, device=device)
         n = 0
@@ -212,11 +234,12 @@ class ImageTransformer(nn.Module):
         dec = self.decoder
         cache = dec.new_cache(memory.size(1) if memory is not None else 0) if use_cache else None
         if use_cache:  # read the start token and the prefix in one pass
-            logits = dec(twice(dec.shift_right(out[:, : n + 1])), memory, mask, cache)[:, -1]
+            logits = dec(twice(dec.shift_right(out[:, : n + 1])), memory, mask, cache, extra=extra_at(0, n + 1))[:, -1]
         for t in steps:
             if not use_cache:  # re-read everything so far: O(t) work per step, O(T²) per image
-                logits = dec(twice(dec.shift_right(out[:, : t + 1])), memory, mask)[:, -1]
+                logits = dec(twice(dec.shift_right(out[:, : t + 1])), memory, mask, extra=extra_at(0, t + 1))[:, -1]
             out[:, t] = sample(logits)
             if use_cache and t + 1 < T:  # feed only the new pixel; earlier keys/values are cached
-                logits = dec(twice(out[:, t : t + 1]), memory, mask, cache, offset=t + 1)[:, -1]
+                logits = dec(twice(out[:, t : t + 1]), memory, mask, cache, offset=t + 1,
+                             extra=extra_at(t + 1, t + 2))[:, -1]
         return out.view(B, c.image_size, c.image_size)

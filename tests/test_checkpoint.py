@@ -109,3 +109,13 @@ def test_shipped_manifest_is_valid():
 
     for name, entry in read_manifest().items():
         assert {"file", "sha256"} <= set(entry), name
+
+
+def test_checkpoint_from_before_a_config_field_existed_still_loads(tmp_path):
+    model = tiny_model("lowres")
+    path = export_model(model, tmp_path / "old.pt")
+    state = torch.load(path, weights_only=True)
+    del state["model_config"]["pixel_condition"], state["content_sha256"]  # as written before the field existed
+    save_checkpoint(state, path)
+    loaded = load_model(path)
+    assert loaded.config == model.config

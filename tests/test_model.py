@@ -182,3 +182,41 @@ def test_bad_conditions_say_what_is_wrong():
         tiny_model("caption").generate(["a boots"])
     with pytest.raises(ValueError, match="needs batch_size"):
         tiny_model("none").generate()
+
+
+def _pixel_model():
+    return tiny_model("lowres", pixel_condition=True)
+
+
+def test_pixel_condition_is_causal_and_reads_the_pixel_under_each_position():
+    model = _pixel_model()
+    images, cond = torch.randint(0, 8, (2, 6, 6)), torch.rand(2, 1, 3, 3)
+    for t in range(36):
+        grad = _input_gradients(model, images, cond, t)
+        assert (grad[t + 1 :] == 0).all(), f"logits at {t} depend on pixels >= {t}"
+        model.zero_grad()
+    # the pixel embedding of position t is the upsampled 3×3 value under pixel t (nearest: 2×2 blocks)
+    features = model.pixel_features(cond)
+    bins = ModelConfig.PIXEL_BINS
+    expected = model.pixel_emb((cond.repeat_interleave(2, 2).repeat_interleave(2, 3).flatten(1) * (bins - 1))
+                               .round().long())
+    assert_close(features, expected)
+    dropped = model.pixel_features(cond, drop=torch.tensor([True, False]))
+    assert_close(dropped[0], model.pixel_emb.weight[bins].expand(36, -1))
+    assert_close(dropped[1], features[1])
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_pixel_condition_cache_gives_same_tokens(guidance):
+    model, cond = _pixel_model(), torch.rand(3, 1, 3, 3)
+    prefix = torch.randint(0, 8, (3, 7))
+    for kwargs in ({}, {"prefix": prefix}):
+        a = model.generate(cond, guidance=guidance, generator=torch.Generator().manual_seed(2), **kwargs)
+        b = model.generate(cond, guidance=guidance, use_cache=False, generator=torch.Generator().manual_seed(2),
+                           **kwargs)
+        assert torch.equal(a, b)
+
+
+def test_pixel_condition_needs_an_image_condition():
+    with pytest.raises(ValueError, match="pixel_condition=True needs an image condition .*not 'caption'"):
+        ModelConfig(condition="caption", pixel_condition=True)
