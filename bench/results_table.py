@@ -40,14 +40,14 @@ def main() -> None:
         uniform = f" (uniform: {math.log2(levels):.0f})" if levels != 256 else ""
         print(f"| {name} | {levels}{uniform} | {bpd:.3f} | {images:,} | {how} |")
     print()
-    print("| model | guidance | samples | judge accuracy | Fréchet distance | PSNR |")
-    print("|---|---|---|---|---|---|")
+    print("| model | guidance | temperature | samples | judge accuracy | Fréchet distance | PSNR |")
+    print("|---|---|---|---|---|---|---|")
     for name, entry in manifest.items():
         for run in entry.get("evaluation", {}).get("by_guidance", []):
             acc = f"{run['accuracy']:.3f}" if run.get("accuracy") is not None else "—"
             psnr = f"{run['psnr_db']:.1f} dB" if "psnr_db" in run else "—"
-            print(f"| {name} | {run['guidance']:g} | {run['samples']} | {acc} | {run['frechet_distance']:.2f} | "
-                  f"{psnr} |")
+            print(f"| {name} | {run['guidance']:g} | {run.get('temperature', 1.0):g} | {run['samples']} | {acc} | "
+                  f"{run['frechet_distance']:.2f} | {psnr} |")
     judge = manifest.get("classifier")
     if judge:
         print(f"\nThe judge: {judge['test_accuracy']:.4f} accuracy on the 10,000 test images "

@@ -7,6 +7,7 @@ partial copy or an edited file is caught with a message instead of producing odd
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -14,7 +15,9 @@ import torch
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, model_from_state
 from .metrics import judge_from_state
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+# next to the package's source; IMAGEN_TUTORIAL_CHECKPOINTS points elsewhere (e.g. after a non-editable install)
+CHECKPOINT_DIR = Path(os.environ.get("IMAGEN_TUTORIAL_CHECKPOINTS",
+                                     Path(__file__).resolve().parent.parent / "data" / "checkpoints"))
 
 
 def read_manifest(root: str | Path | None = None) -> dict[str, dict]:

@@ -119,3 +119,14 @@ def test_checkpoint_from_before_a_config_field_existed_still_loads(tmp_path):
     save_checkpoint(state, path)
     loaded = load_model(path)
     assert loaded.config == model.config
+
+
+def test_checkpoint_folder_can_be_moved_with_an_environment_variable(tmp_path):
+    import subprocess
+    import sys
+
+    _ship(tmp_path)
+    code = "from imagen_tutorial import load_pretrained; print(load_pretrained('tiny').config.d_model)"
+    env = {**os.environ, "IMAGEN_TUTORIAL_CHECKPOINTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tiny_config().d_model)
