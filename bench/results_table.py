@@ -1,6 +1,7 @@
 """The README's "Results" table, from the shipped manifest and the reference figures of bench/baselines.py.
 
     .venv/bin/python bench/baselines.py --json bench/results/baselines.json    # once (about a minute)
+    .venv/bin/python bench/superres_baselines.py --json bench/results/superres_baselines.json  # seconds
     .venv/bin/python bench/results_table.py                                     # prints Markdown
 
 Every number comes from a file written by a script: test bits/dim and judge figures from `evaluate --json` runs
@@ -14,6 +15,17 @@ import math
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def upsampling_rows() -> None:
+    """Nearest and bicubic upsampling on the images `evaluate` judged superres on (bench/superres_baselines.py)."""
+    upsampling = ROOT / "bench/results/superres_baselines.json"
+    if upsampling.is_file():
+        up = json.loads(upsampling.read_text())
+        for key, name in (("nearest", "nearest-neighbour 7×7 → 28×28"), ("bicubic", "bicubic 7×7 → 28×28"),
+                          ("original_16_levels", "the originals at 16 levels")):
+            print(f"| *{name}* | — | — | {up['test_images']} | {up[key]['accuracy']:.3f} | — | "
+                  f"{up[key]['psnr_db']:.1f} dB |")
 
 
 def main() -> None:
@@ -48,6 +60,8 @@ def main() -> None:
             psnr = f"{run['psnr_db']:.1f} dB" if "psnr_db" in run else "—"
             print(f"| {name} | {run['guidance']:g} | {run.get('temperature', 1.0):g} | {run['samples']} | {acc} | "
                   f"{run['frechet_distance']:.2f} | {psnr} |")
+        if name == "superres":
+            upsampling_rows()
     judge = manifest.get("classifier")
     if judge:
         print(f"\nThe judge: {judge['test_accuracy']:.4f} accuracy on the 10,000 test images "

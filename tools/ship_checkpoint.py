@@ -86,6 +86,7 @@ def merge_evaluation(name: str, evaluations: list[dict]) -> dict:
     entry["test_bits_per_dim"] = round(first["bits_per_dim"], 4)
     entry["test_images"] = first["images"]
     runs = [run for e in evaluations for run in (e.get("by_guidance") or ([e] if "guidance" in e else []))]
+    runs.sort(key=lambda run: (-run.get("temperature", 1.0), run["guidance"]))  # τ = 1 first, then by guidance
     keep = ("guidance", "temperature", "samples", "accuracy", "frechet_distance", "psnr_db")
     summary = {"by_guidance": [{k: run[k] for k in keep if k in run} for run in runs]}
     if runs and runs[0].get("accuracy") is not None:
