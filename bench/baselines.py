@@ -74,7 +74,7 @@ def neighbour_counts_bpd(train: torch.Tensor, test: torch.Tensor, beta_fine: flo
 
 def neighbour_counts(train: torch.Tensor, test: torch.Tensor, bins: int = 16) -> tuple[float, dict]:
     fit, held_out = train[:-5000], train[-5000:]
-    grid = [(bf, bc) for bf in (1, 4, 16, 64) for bc in (1, 4, 16, 64)]
+    grid = [(bf, bc) for bf in (16, 64, 256, 1024) for bc in (64, 256, 1024, 4096, 16384, 65536)]
     scores = {g: neighbour_counts_bpd(fit, held_out, *g, bins=bins) for g in grid}
     beta_fine, beta_coarse = min(scores, key=scores.get)
     settings = {"beta_fine": beta_fine, "beta_coarse": beta_coarse, "bins": bins,
