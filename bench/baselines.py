@@ -11,7 +11,7 @@ a model's number can be read against things that are not neural networks.
   beta is chosen on the last 5,000 training images held out from the counts, then the counts are redone on all
   60,000 training images. This is the simplest thing an autoregressive model must beat.
 
-    .venv/bin/python bench/baselines.py [--json bench/results/baselines.json]     # ~1 minute on 2 cores
+    .venv/bin/python bench/baselines.py [--json bench/results/baselines.json]     # ~2 minutes on 2 cores
 """
 
 from __future__ import annotations

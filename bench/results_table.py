@@ -1,6 +1,6 @@
 """The README's "Results" table, from the shipped manifest and the reference figures of bench/baselines.py.
 
-    .venv/bin/python bench/baselines.py --json bench/results/baselines.json    # once (about a minute)
+    .venv/bin/python bench/baselines.py --json bench/results/baselines.json    # once (about 2 minutes)
     .venv/bin/python bench/superres_baselines.py --json bench/results/superres_baselines.json  # seconds
     .venv/bin/python bench/results_table.py                                     # prints Markdown
 
