@@ -21,6 +21,12 @@ from .text import Tokenizer
 Condition = Tensor | str | list[str] | None
 
 
+def guided_logits(cond_logits: Tensor, uncond_logits: Tensor, guidance: float) -> Tensor:
+    """Classifier-free guidance on logits [..., K]: uncond + g·(cond − uncond). g = 1 gives the conditional
+    logits, g = 0 the unconditional ones, g > 1 pushes further towards the condition (chapters 06 and 08)."""
+    return uncond_logits + guidance * (cond_logits - uncond_logits)
+
+
 class ImageTransformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -216,8 +222,7 @@ class ImageTransformer(nn.Module):
         def sample(logits: Tensor) -> Tensor:  # (B or 2B, levels) -> (B,)
             logits = logits.float()
             if guided:
-                cond_logits, uncond_logits = logits.chunk(2)
-                logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+                logits = guided_logits(*logits.chunk(2), guidance)  # (conditional rows, unconditional rows)
             if temperature == 0:
                 return logits.argmax(-1)
             logits = logits / temperature

@@ -220,3 +220,12 @@ def test_pixel_condition_cache_gives_same_tokens(guidance):
 def test_pixel_condition_needs_an_image_condition():
     with pytest.raises(ValueError, match="pixel_condition=True needs an image condition .*not 'caption'"):
         ModelConfig(condition="caption", pixel_condition=True)
+
+
+def test_generate_mixes_guided_logits_with_the_package_formula():
+    from imagen_tutorial.model import guided_logits
+
+    cond, uncond = torch.randn(2, 8), torch.randn(2, 8)
+    assert_close(guided_logits(cond, uncond, 1.0), cond)
+    assert_close(guided_logits(cond, uncond, 0.0), uncond)
+    assert_close(guided_logits(cond, uncond, 3.0), uncond + 3 * (cond - uncond))

@@ -1,6 +1,6 @@
-"""Checks for chapter 08 (from here to Imagen): classifier-free guidance on logits and Imagen's dynamic
-thresholding. Neither is a package function of its own (guidance lives inside `ImageTransformer.generate`,
-and our model has no diffusion sampler), so the short references are written here."""
+"""Checks for chapter 08 (from here to Imagen): classifier-free guidance on logits (the reference is the
+package's `imagen_tutorial.model.guided_logits`, which `generate` uses) and Imagen's dynamic thresholding (our
+model has no diffusion sampler, so its short reference is written here)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..model import guided_logits
 from .core import compare
 
 __all__ = ["check_guided_logits", "check_dynamic_threshold", "guided_logits", "dynamic_threshold"]
 
 
 # ---------------------------------------------------------------- classifier-free guidance
-def guided_logits(cond_logits: Tensor, uncond_logits: Tensor, guidance: float) -> Tensor:
-    """Classifier-free guidance on logits [..., K]: uncond + g·(cond − uncond) (the line in `generate`)."""
-    return uncond_logits + guidance * (cond_logits - uncond_logits)
-
-
 def _guidance_cases() -> list[tuple]:
     g = torch.Generator().manual_seed(0)
     cond, uncond = torch.randn(3, 16, generator=g) * 2, torch.randn(3, 16, generator=g) * 2
