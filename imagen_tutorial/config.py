@@ -11,7 +11,12 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-CONDITIONS = ("caption", "lowres", "edges", "none")
+CONDITIONS = ("caption", "lowres", "edges", "none", "caption_lowres")
+FAMILIES = ("autoregressive", "diffusion")
+# What each family can read: the diffusion super-resolution stage reads a caption and a low-res image at once.
+FAMILY_CONDITIONS = {"autoregressive": ("caption", "lowres", "edges", "none"),
+                     "diffusion": ("caption", "caption_lowres", "none")}
+PREDICTIONS = ("eps", "v")
 
 
 def _fail(message: str) -> None:
@@ -62,6 +67,13 @@ class ModelConfig(_DictMixin):
     # pixel (the low-res image upsampled; the edge map itself), so every pixel sees its own neighbourhood
     # directly, as SR3 concatenates the upsampled image to its input, instead of finding it by cross-attention
     pixel_condition: bool = False
+    # Part II. family "autoregressive" is the ImageTransformer of chapters 00-08; "diffusion" is the denoiser of
+    # chapters 09-10 (n_layers = its blocks, patch_size = its patch side, n_enc_layers = the text encoder's
+    # blocks, cond_size = the low-res side for condition="caption_lowres"; levels = the grey levels its samples
+    # are quantized to when judged, as for the autoregressive model).
+    family: str = "autoregressive"
+    prediction: str = "v"  # diffusion: what the network predicts, the noise ("eps") or v = α·ε − σ·x₀
+    conv_head: bool = False  # diffusion: a 3×3 convolution after un-patchifying (smooths patch seams)
 
     PIXEL_BINS: ClassVar[int] = 32  # pixel_condition: condition values in [0, 1] are binned this finely
 
@@ -70,8 +82,14 @@ class ModelConfig(_DictMixin):
             _fail(f"image_size={self.image_size} is out of range: use 4..64 (Fashion-MNIST is 28)")
         if not 2 <= self.levels <= 256:
             _fail(f"levels={self.levels} is out of range: use 2..256 (16 for fast runs, 256 for 8-bit bits/dim)")
-        if self.condition not in CONDITIONS:
-            _fail(f"condition={self.condition!r} is unknown: use one of {', '.join(CONDITIONS)}")
+        if self.family not in FAMILIES:
+            _fail(f"family={self.family!r} is unknown: use one of {', '.join(FAMILIES)}")
+        allowed = FAMILY_CONDITIONS[self.family]
+        if self.condition not in allowed:
+            _fail(f"condition={self.condition!r} is unknown: use one of {', '.join(allowed)} "
+                  f"(family={self.family!r})")
+        if self.prediction not in PREDICTIONS:
+            _fail(f"prediction={self.prediction!r} is unknown: use eps or v")
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
             _fail(f"d_model={self.d_model} must be a positive multiple of n_heads={self.n_heads}")
         if self.n_layers < 1 or self.n_enc_layers < 0 or self.d_ff < 0 or self.max_caption_len < 2:
@@ -79,8 +97,11 @@ class ModelConfig(_DictMixin):
         if not 0.0 <= self.dropout < 1.0:
             _fail(f"dropout={self.dropout} must be in [0, 1)")
         side = self.cond_image_size
-        if self.condition == "lowres" and not 1 <= self.cond_size < self.image_size:
-            _fail(f"cond_size={self.cond_size} must be smaller than image_size={self.image_size} for 'lowres'")
+        if self.condition in ("lowres", "caption_lowres") and not 1 <= self.cond_size < self.image_size:
+            _fail(f"cond_size={self.cond_size} must be smaller than image_size={self.image_size} for "
+                  f"{self.condition!r}")
+        if self.family == "diffusion" and (self.patch_size < 1 or self.image_size % self.patch_size):
+            _fail(f"patch_size={self.patch_size} must divide image_size={self.image_size} (the denoiser's patches)")
         if self.condition in ("lowres", "edges") and (self.patch_size < 1 or side % self.patch_size):
             _fail(f"patch_size={self.patch_size} must divide the condition image side {side}")
         if self.pixel_condition and self.condition not in ("lowres", "edges"):
@@ -93,7 +114,7 @@ class ModelConfig(_DictMixin):
     @property
     def cond_image_size(self) -> int:
         """Side of the image the image encoder reads (lowres: cond_size; edges: image_size)."""
-        return self.cond_size if self.condition == "lowres" else self.image_size
+        return self.cond_size if self.condition in ("lowres", "caption_lowres") else self.image_size
 
     @property
     def seq_len(self) -> int:
@@ -128,6 +149,8 @@ class TrainConfig(_DictMixin):
     ckpt_every: int = 200  # steps between checkpoints; a final one is always written
     ckpt_minutes: float = 0.0  # also checkpoint whenever this much wall-clock time has passed; 0 = off
     train_images: int = 0  # use only the first N training images (0 = all 60,000)
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights (0.999 for diffusion); 0 = off
+    aug_max: float = 0.5  # diffusion super-resolution: noise augmentation levels drawn from U(0, aug_max)
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
@@ -146,5 +169,7 @@ class TrainConfig(_DictMixin):
             _fail(f"schedule={self.schedule!r} is unknown: use steps (cosine over `steps`) or time (over max_minutes)")
         if self.schedule == "time" and self.max_minutes <= 0:
             _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
+        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.aug_max <= 1.0:
+            _fail("ema_decay must be in [0, 1) (0 turns it off) and aug_max in [0, 1]")
         if self.max_minutes < 0 or self.ckpt_minutes < 0:
             _fail("max_minutes and ckpt_minutes must be >= 0 (0 turns them off)")
