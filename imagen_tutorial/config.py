@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,24 +25,155 @@ def _fail(message: str) -> None:
     raise ValueError(message)
 
 
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _allowed(kind: type | str, low: float | None, high: float | None, low_open: bool, high_open: bool,
+             choices: tuple | None) -> str:
+    """What a value may be, in words: "use 2..256", "use a number in [0, 1)", "use one of steps, time"."""
+    if choices is not None:
+        return f"use one of {', '.join(map(str, choices))}"
+    if kind is bool:
+        return "use true or false"
+    if kind is str:
+        return "use a string"
+    if kind == "device":
+        return "use auto, cpu, cuda, cuda:N or mps"
+    what = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        if kind is int and not low_open and not high_open:
+            return f"use {low}..{high}"
+        return f"use {what} in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f"use {what} {'>' if low_open else '>='} {_number(low)}"
+    if high is not None:
+        return f"use {what} {'<' if high_open else '<='} {_number(high)}"
+    return f"use {what}"
+
+
+def check_value(name: str, value: Any, kind: type | str, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, choices: tuple | None = None,
+                length: int | None = None, item: Spec | None = None, optional: bool = False, note: str = "") -> Any:
+    """Check one value, a config field or any other argument, and return it in its canonical type.
+
+    kind: bool (a real bool: not 1, not the string "false"), int (not a bool, not 2.5; 16.0 becomes 16), float
+    (an int is fine; nan and inf are not), str, tuple (`length` items, each checked by `item`; a JSON list is
+    fine), dict, or "device" (auto or a string torch.device reads). low/high bound numbers (inclusive unless
+    low_open/high_open), choices lists the allowed values, optional lets None through. A bad value raises
+    ValueError naming `name`, the value given and what is allowed (plus `note`), e.g.
+    "TrainConfig.min_lr_ratio=-0.1 is out of range: use a number in [0, 1]"."""
+    if value is None and optional:
+        return None
+    allowed = _allowed(kind, low, high, low_open, high_open, choices)
+    extra = f" ({note})" if note else ""
+
+    def fail(problem: str, hint: str = allowed) -> None:
+        _fail(f"{name}={value!r} {problem}: {hint}{extra}")
+
+    if kind is bool:
+        if not isinstance(value, bool):
+            flag = "--" + name.rsplit(".", 1)[-1].replace("_", "-")
+            fail("is not true or false", f"write true or false{' without quotes' if isinstance(value, str) else ''}"
+                                         f" (on the command line: {flag} or --no-{flag[2:]})")
+        return value
+    if kind is int or kind is float:
+        what = "an integer" if kind is int else "a number"
+        if isinstance(value, str):
+            fail(f"is a string, not {what}", f"write it without quotes; {allowed}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            fail(f"is not {what}")
+        if not math.isfinite(value):
+            fail("is not a finite number")
+        if kind is int:
+            if value != int(value):
+                fail("is not a whole number")
+            value = int(value)
+        else:
+            value = float(value)
+        if (low is not None and (value <= low if low_open else value < low)) or (
+                high is not None and (value >= high if high_open else value > high)):
+            fail("is out of range")
+        if choices is not None and value not in choices:
+            fail("is unknown")
+        return value
+    if kind is str or kind == "device":
+        if not isinstance(value, str):
+            fail("is not a string", allowed)
+        if choices is not None and value not in choices:
+            fail("is unknown")
+        if kind == "device" and value != "auto":
+            import torch  # only for device strings: keeps the config module light
+
+            try:
+                device = torch.device(value)
+            except (RuntimeError, ValueError):
+                fail("is not a device")
+            if device.type not in ("cpu", "cuda", "mps"):
+                fail("is not a device this course trains on")
+        return value
+    if kind is tuple:
+        if not isinstance(value, (tuple, list)) or (length is not None and len(value) != length):
+            fail(f"is not a list of {length} values" if length else "is not a list",
+                 f"use a list of {length or 'some'} values")
+        if item is not None:
+            value = tuple(item.check(f"{name}[{i}]", v) for i, v in enumerate(value))
+        return tuple(value)
+    if kind is dict:
+        if not isinstance(value, dict):
+            fail("is not a table", "write a dict (a JSON object or a TOML table)")
+        return value
+    raise TypeError(f"check_value: unknown kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one config field accepts (the keywords of `check_value`)."""
+
+    kind: type | str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    length: int | None = None
+    item: Spec | None = None
+    note: str = ""
+
+    def check(self, name: str, value: Any) -> Any:
+        return check_value(name, value, self.kind, low=self.low, high=self.high, low_open=self.low_open,
+                           high_open=self.high_open, choices=self.choices, length=self.length, item=self.item,
+                           note=self.note)
+
+
 class _DictMixin:
-    """`to_dict` / `from_dict` with an error that names unknown keys (a checkpoint or config file typo)."""
+    """`to_dict` / `from_dict` with an error that names unknown keys (a checkpoint or config file typo), and
+    the one check every field goes through, whether it came from Python, a config file, a flag or a checkpoint."""
+
+    SPECS: ClassVar[dict[str, Spec]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
+        if not isinstance(values, dict):
+            _fail(f"{cls.__name__} values must be a table of field = value, got {type(values).__name__} "
+                  f"{values!r:.80}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in values if k not in names]
         if unknown:
-            hints = [f"'{k}' (did you mean {difflib.get_close_matches(k, names, 1)}?)" for k in unknown]
+            hints = [f"'{k}' (did you mean {difflib.get_close_matches(str(k), names, 1)}?)" for k in unknown]
             _fail(f"{cls.__name__} has no field(s) {', '.join(hints)}; valid fields: {', '.join(names)}")
-        values = dict(values)
-        for f in dataclasses.fields(cls):  # JSON turns tuples into lists
-            if isinstance(f.default, tuple) and isinstance(values.get(f.name), list):
-                values[f.name] = tuple(values[f.name])
         return cls(**values)
+
+    def _check_fields(self) -> None:
+        """Check each field against its spec, in declaration order, and store it in its canonical type."""
+        cls = type(self).__name__
+        for f in dataclasses.fields(self):
+            if f.name not in self.SPECS:
+                raise TypeError(f"{cls}.{f.name} has no entry in {cls}.SPECS: give it a Spec (type and range)")
+            setattr(self, f.name, self.SPECS[f.name].check(f"{cls}.{f.name}", getattr(self, f.name)))
 
 
 @dataclass
@@ -76,26 +209,33 @@ class ModelConfig(_DictMixin):
     conv_head: bool = False  # diffusion: a 3×3 convolution after un-patchifying (smooths patch seams)
 
     PIXEL_BINS: ClassVar[int] = 32  # pixel_condition: condition values in [0, 1] are binned this finely
+    SPECS: ClassVar[dict[str, Spec]] = {
+        "image_size": Spec(int, 4, 64, note="Fashion-MNIST is 28"),
+        "levels": Spec(int, 2, 256, note="16 for fast runs, 256 for 8-bit bits/dim"),
+        "d_model": Spec(int, 1),
+        "n_heads": Spec(int, 1),
+        "n_layers": Spec(int, 1),
+        "condition": Spec(str, choices=CONDITIONS),
+        "n_enc_layers": Spec(int, 0),
+        "d_ff": Spec(int, 0, note="0 means 4 * d_model"),
+        "dropout": Spec(float, 0, 1, high_open=True),
+        "max_caption_len": Spec(int, 2, note="the words of a caption + its <bos> token"),
+        "cond_size": Spec(int, 1),
+        "patch_size": Spec(int, 1),
+        "pixel_condition": Spec(bool),
+        "family": Spec(str, choices=FAMILIES),
+        "prediction": Spec(str, choices=PREDICTIONS),
+        "conv_head": Spec(bool),
+    }
 
     def __post_init__(self) -> None:
-        if not 4 <= self.image_size <= 64:
-            _fail(f"image_size={self.image_size} is out of range: use 4..64 (Fashion-MNIST is 28)")
-        if not 2 <= self.levels <= 256:
-            _fail(f"levels={self.levels} is out of range: use 2..256 (16 for fast runs, 256 for 8-bit bits/dim)")
-        if self.family not in FAMILIES:
-            _fail(f"family={self.family!r} is unknown: use one of {', '.join(FAMILIES)}")
+        self._check_fields()  # each field's type and range; then the checks that read several fields
         allowed = FAMILY_CONDITIONS[self.family]
         if self.condition not in allowed:
-            _fail(f"condition={self.condition!r} is unknown: use one of {', '.join(allowed)} "
-                  f"(family={self.family!r})")
-        if self.prediction not in PREDICTIONS:
-            _fail(f"prediction={self.prediction!r} is unknown: use eps or v")
-        if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
+            _fail(f"condition={self.condition!r} is unknown for family={self.family!r}: use one of "
+                  f"{', '.join(allowed)}")
+        if self.d_model % self.n_heads:
             _fail(f"d_model={self.d_model} must be a positive multiple of n_heads={self.n_heads}")
-        if self.n_layers < 1 or self.n_enc_layers < 0 or self.d_ff < 0 or self.max_caption_len < 2:
-            _fail("n_layers must be >= 1, n_enc_layers and d_ff >= 0, max_caption_len >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            _fail(f"dropout={self.dropout} must be in [0, 1)")
         side = self.cond_image_size
         if self.condition in ("lowres", "caption_lowres") and not 1 <= self.cond_size < self.image_size:
             _fail(f"cond_size={self.cond_size} must be smaller than image_size={self.image_size} for "
@@ -154,22 +294,41 @@ class TrainConfig(_DictMixin):
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
+    SPECS: ClassVar[dict[str, Spec]] = {
+        "batch_size": Spec(int, 1),
+        "steps": Spec(int, 1),
+        "max_minutes": Spec(float, 0, note="0 = no limit"),
+        "schedule": Spec(str, choices=("steps", "time"), note="steps: the cosine ends at `steps`; time: at "
+                                                              "max_minutes"),
+        "lr": Spec(float, 0, low_open=True),
+        "min_lr_ratio": Spec(float, 0, 1),
+        "warmup_steps": Spec(int, 0),
+        "weight_decay": Spec(float, 0),
+        "betas": Spec(tuple, length=2, item=Spec(float, 0, 1, high_open=True), note="e.g. [0.9, 0.95]"),
+        "grad_clip": Spec(float, 0, note="0 turns clipping off"),
+        "accum_steps": Spec(int, 1),
+        "cond_dropout": Spec(float, 0, 1, high_open=True),
+        "crop_padding": Spec(int, 0),
+        "hflip": Spec(float, 0, 1),
+        "precision": Spec(str, choices=("auto", "fp32", "bf16", "fp16")),
+        "compile": Spec(bool),
+        "device": Spec("device"),
+        "seed": Spec(int, 0),
+        "log_every": Spec(int, 1),
+        "eval_every": Spec(int, 0, note="0 turns the periodic evaluation off"),
+        "eval_images": Spec(int, 1, 10_000, note="the test split has 10,000 images; eval_every=0 turns evaluation off"),
+        "ckpt_every": Spec(int, 1, note="a final checkpoint is always written as well"),
+        "ckpt_minutes": Spec(float, 0, note="0 = off"),
+        "train_images": Spec(int, 0, 60_000, note="0 = all 60,000"),
+        "ema_decay": Spec(float, 0, 1, high_open=True, note="0 turns it off; 0.999 for diffusion"),
+        "aug_max": Spec(float, 0, 1),
+        "progress": Spec(bool),
+        "extra": Spec(dict),
+    }
+
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.steps < 1 or self.accum_steps < 1:
-            _fail("batch_size, steps and accum_steps must be >= 1")
+        self._check_fields()  # each field's type and range; then the checks that read several fields
         if self.batch_size % self.accum_steps:
             _fail(f"batch_size={self.batch_size} must be divisible by accum_steps={self.accum_steps}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            _fail(f"precision={self.precision!r} is unknown: use auto, fp32, bf16 or fp16")
-        if not 0.0 <= self.cond_dropout < 1.0 or not 0.0 <= self.hflip <= 1.0:
-            _fail("cond_dropout must be in [0, 1) and hflip in [0, 1]")
-        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0 or self.crop_padding < 0:
-            _fail("lr must be > 0; warmup_steps, grad_clip and crop_padding must be >= 0")
-        if self.schedule not in ("steps", "time"):
-            _fail(f"schedule={self.schedule!r} is unknown: use steps (cosine over `steps`) or time (over max_minutes)")
         if self.schedule == "time" and self.max_minutes <= 0:
             _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
-        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.aug_max <= 1.0:
-            _fail("ema_decay must be in [0, 1) (0 turns it off) and aug_max in [0, 1]")
-        if self.max_minutes < 0 or self.ckpt_minutes < 0:
-            _fail("max_minutes and ckpt_minutes must be >= 0 (0 turns them off)")

@@ -1,5 +1,6 @@
 """Configs validate themselves with messages that say what to change."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import tomllib
 
 from imagen_tutorial import ImageTransformer, ModelConfig, TrainConfig
+from imagen_tutorial.config import check_value
 
 
 @pytest.mark.parametrize(
@@ -53,3 +55,67 @@ def test_shipped_training_configs_load_and_the_flagship_fits_a_16_mb_fp16_file()
     assert model.num_params() * 2 < 16 * 2**20  # fp16 weights
     train = TrainConfig.from_dict(flagship["train"])
     assert train.schedule == "time" and train.cond_dropout > 0 and train.ckpt_minutes == 1.0
+
+
+@pytest.mark.parametrize(
+    "cls, fields, message",
+    [
+        (TrainConfig, {"progress": "false"}, "TrainConfig.progress='false' is not true or false: write true or false "
+                                             "without quotes"),
+        (ModelConfig, {"pixel_condition": 1}, "ModelConfig.pixel_condition=1 is not true or false"),
+        (ModelConfig, {"levels": 2.5}, "ModelConfig.levels=2.5 is not a whole number: use 2..256"),
+        (ModelConfig, {"levels": "16"}, "ModelConfig.levels='16' is a string, not an integer: write it without quotes"),
+        (ModelConfig, {"d_model": True}, "ModelConfig.d_model=True is not an integer"),
+        (TrainConfig, {"lr": "1e-3"}, "TrainConfig.lr='1e-3' is a string, not a number"),
+        (TrainConfig, {"lr": float("nan")}, "TrainConfig.lr=nan is not a finite number: use a number > 0"),
+        (TrainConfig, {"lr": 0}, "TrainConfig.lr=0.0 is out of range: use a number > 0"),
+        (TrainConfig, {"min_lr_ratio": -0.1}, "TrainConfig.min_lr_ratio=-0.1 is out of range: use a number in [0, 1]"),
+        (TrainConfig, {"weight_decay": -0.01}, "TrainConfig.weight_decay=-0.01 is out of range: use a number >= 0"),
+        (TrainConfig, {"train_images": -5}, "TrainConfig.train_images=-5 is out of range: use 0..60000"),
+        (TrainConfig, {"eval_images": 0}, "TrainConfig.eval_images=0 is out of range: use 1..10000"),
+        (TrainConfig, {"log_every": 0}, "TrainConfig.log_every=0 is out of range: use an integer >= 1"),
+        (TrainConfig, {"ckpt_every": 0}, "TrainConfig.ckpt_every=0 is out of range: use an integer >= 1"),
+        (TrainConfig, {"betas": (0.9,)}, "TrainConfig.betas=(0.9,) is not a list of 2 values"),
+        (TrainConfig, {"betas": (0.9, 1.5)}, r"TrainConfig.betas\[1\]=1.5 is out of range: use a number in [0, 1)"),
+        (TrainConfig, {"device": "gpu"}, "TrainConfig.device='gpu' is not a device: use auto, cpu, cuda, cuda:N"),
+        (TrainConfig, {"schedule": "epochs"}, "TrainConfig.schedule='epochs' is unknown: use one of steps, time"),
+        (TrainConfig, {"ema_decay": 1.0}, "TrainConfig.ema_decay=1.0 is out of range: use a number in [0, 1)"),
+        (TrainConfig, {"aug_max": 2}, "TrainConfig.aug_max=2.0 is out of range: use a number in [0, 1]"),
+        (ModelConfig, {"family": "gan"}, "ModelConfig.family='gan' is unknown: use one of autoregressive, diffusion"),
+        (ModelConfig, {"prediction": "x0"}, "ModelConfig.prediction='x0' is unknown: use one of eps, v"),
+        (ModelConfig, {"condition": "caption_lowres"}, "condition='caption_lowres' is unknown for "
+                                                       "family='autoregressive': use one of caption, lowres"),
+    ],
+)
+def test_every_field_is_checked_for_type_and_range(cls, fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[0", r"\[0")):
+        cls(**fields)
+
+
+def test_every_field_has_a_spec_and_values_come_back_in_their_type():
+    for cls in (ModelConfig, TrainConfig):
+        assert {f.name for f in dataclasses.fields(cls)} == set(cls.SPECS), cls.__name__
+    cfg = TrainConfig.from_dict({"lr": 1, "steps": 100.0, "betas": [0.8, 0.9]})  # as JSON may write them
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.steps == 100 and isinstance(cfg.steps, int)
+    assert cfg.betas == (0.8, 0.9)
+
+
+def test_config_files_and_checkpoints_go_through_the_same_check():
+    with pytest.raises(ValueError, match="TrainConfig.compile='true' is not true or false"):
+        TrainConfig.from_dict(tomllib.loads('compile = "true"'))
+    with pytest.raises(ValueError, match="TrainConfig values must be a table of field = value, got list"):
+        TrainConfig.from_dict([1, 2])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("temperature", -1.0, float), "temperature=-1.0 is out of range: use a number >= 0"),
+        (("top_k", 0, int), "top_k=0 is out of range: use an integer >= 1"),
+        (("--n", 0, int), "--n=0 is out of range: use an integer >= 1"),
+    ],
+)
+def test_check_value_is_the_one_helper_for_other_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        check_value(*args, low=1 if args[2] is int else 0)
+    assert check_value("top_k", None, int, low=1, optional=True) is None
