@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -88,35 +89,88 @@ def check_config(saved: dict[str, Any], expected: ModelConfig, source: str = "th
         )
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save(_use_new_zipfile_serialization=False)
+_ALTERED = ("has been altered or damaged: its contents no longer match the checksum written when it was saved. "
+            "Use an earlier copy or re-create it; do not train or sample from this file.")
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:160]
+
+
+def _corrupted(path: Path, error: BaseException | str) -> CheckpointError:
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {_last_line(error)}"
+    return CheckpointError(
+        f"{path} is truncated or corrupted and cannot be read ({reason}). Use an earlier copy or re-create it; "
+        f"training writes checkpoints atomically, so this usually means a cut-short copy.")
+
+
+def check_file_structure(path: Path) -> None:
+    """Recognise a checkpoint by its first bytes before torch reads it: a whole zip archive with torch's
+    data.pkl and intact CRCs, or the legacy format. Anything else raises CheckpointError saying what it is."""
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                damaged = archive.testzip()  # first member whose bytes fail their CRC-32, or None
+        except Exception:  # noqa: BLE001 - no readable directory at the end: the copy was cut short
+            raise _corrupted(path, "a zip archive whose end is missing") from None
+        if not any(name.endswith("/data.pkl") for name in names):
+            raise CheckpointError(f"{path} is not a checkpoint file: it is a zip archive of {len(names)} file(s) "
+                                  f"without torch's data.pkl. A checkpoint is written by training (the "
+                                  f"--out folder's checkpoint.pt) or by imagen_tutorial.checkpoint.export_model.")
+        if damaged is not None:
+            raise CheckpointError(f"{path} {_ALTERED} (the bytes of {damaged} fail their CRC)")
+        return
+    if head.startswith(LEGACY_MAGIC):
+        return
+    if head and (ZIP_MAGIC.startswith(head) or LEGACY_MAGIC.startswith(head)):
+        raise _corrupted(path, f"only {len(head)} bytes")
+    if head.startswith(b"versio") and b"git-lfs" in path.read_bytes()[:200]:
+        raise CheckpointError(f"{path} is not a checkpoint file but a Git LFS pointer to one: fetch the real "
+                              f"file with `git lfs pull`")
+    what = "it is empty" if not head else f"it starts with {head[:12]!r}"
+    raise CheckpointError(f"{path} is not a checkpoint file ({what}; a checkpoint is written by training, the "
+                          f"--out folder's checkpoint.pt, or by imagen_tutorial.checkpoint.export_model).")
+
+
 def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_location: str = "cpu") -> dict:
     """Read a checkpoint dict (weights_only=True). With `config`, also check it was made for that config."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; a training run keeps its checkpoint "
+                              f"in {path / 'checkpoint.pt'}")
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist. Train one with `python -m imagen_tutorial train --out DIR` "
             f"(it writes DIR/checkpoint.pt) or use load_pretrained(name) for a shipped one."
         )
+    check_file_structure(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # damaged bytes can look like an unusual pickle protocol
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # an opcode weights_only does not know: damaged bytes, not code
+            raise _corrupted(path, error) from None
         raise CheckpointError(
-            f"refusing to load {path}: it holds pickled Python objects, not only tensors and plain data, and "
-            f"loading those could run code. Only load checkpoints you made or trust. (torch: {str(error)[:200]})"
+            f"refusing to load {path}: it contains code, pickled Python objects beyond tensors and plain data, "
+            f"and loading those could run code. Only load checkpoints you made or trust. "
+            f"(torch: {_last_line(error)})"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(
-            f"{path} is truncated or corrupted and cannot be read ({str(error)[:160]}). Use an earlier copy or "
-            f"re-create it; training writes checkpoints atomically, so this usually means a cut-short copy."
-        ) from None
+    except Exception as error:  # noqa: BLE001 - any failure to parse these bytes means a damaged file
+        raise _corrupted(path, error) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or (
             "model_config" not in state and state.get("kind") != "judge"):
-        raise CheckpointError(f"{path} is not an imagen-tutorial checkpoint (expected format {FORMAT!r}).")
+        raise CheckpointError(f"{path} is not an imagen-tutorial checkpoint (expected format {FORMAT!r}): a "
+                              f"torch file written by other code. Checkpoints come from training or export_model.")
     stored = state.pop("content_sha256", None)
     if stored != content_digest(state):
-        raise CheckpointError(
-            f"{path} has been altered or damaged: its contents no longer match the checksum written when it was "
-            f"saved. Use an earlier copy or re-create it; do not train or sample from this file."
-        )
+        raise CheckpointError(f"{path} {_ALTERED}")
     if config is not None:
         if "model_config" not in state:
             raise CheckpointError(f"{path} holds the judge classifier, not an image model for {config}")
@@ -138,6 +192,11 @@ def model_from_state(state: dict, source: str = "the checkpoint") -> ImageTransf
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{source} does not match its own config ({str(error)[:300]})") from None
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # saved by a run that diverged before saves checked their weights
+        raise CheckpointError(f"{source} holds NaN or inf weights ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}), so it cannot score or draw images: use an "
+                              f"earlier checkpoint or retrain with a lower lr")
     return model
 
 

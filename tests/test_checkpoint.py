@@ -2,6 +2,9 @@
 
 import json
 import os
+import pickle
+import random
+import zipfile
 
 import pytest
 import torch
@@ -130,3 +133,69 @@ def test_checkpoint_folder_can_be_moved_with_an_environment_variable(tmp_path):
     env = {**os.environ, "IMAGEN_TUTORIAL_CHECKPOINTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(tiny_config().d_model)
+
+
+KNOWN_REFUSALS = ("is not a checkpoint file", "is truncated or corrupted", "has been altered or damaged",
+                  "contains code", "is not an imagen-tutorial checkpoint")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", r"is not a checkpoint file \(it is empty;"),
+        (b"hello, I am a text file\n", r"is not a checkpoint file \(it starts with b'hello, I am '; a checkpoint is "
+                                       r"written by training"),
+        (bytes(range(200, 256)), r"is not a checkpoint file \(it starts with b'\\xc8"),
+        (pickle.dumps({"model": [1, 2]}), "is not a checkpoint file"),  # a plain pickle, not torch.save: not "code"
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "a Git LFS pointer to one: .*git lfs pull"),
+        (b"PK\x03", r"is truncated or corrupted and cannot be read \(only 3 bytes\)"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path, content, message):
+    path = tmp_path / "file.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_zip_archive_or_a_folder_is_not_a_checkpoint(tmp_path):
+    with zipfile.ZipFile(tmp_path / "notes.pt", "w") as archive:
+        archive.writestr("notes.txt", "not weights")
+    with pytest.raises(CheckpointError, match="is not a checkpoint file: it is a zip archive of 1 file"):
+        load_checkpoint(tmp_path / "notes.pt")
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path)
+
+
+def test_any_bytes_at_all_give_one_of_the_known_refusals(tmp_path):
+    # A property over random files: random bytes (some behind the headers of torch's two formats), every
+    # prefix length of a real checkpoint (a cut-short copy) and single bit flips in one. The loader must answer
+    # each with a CheckpointError it knows, never another exception (and a flip may also change nothing).
+    real = export_model(tiny_model(), tmp_path / "real.pt").read_bytes()
+    rng = random.Random(0)
+    headers = (b"", b"PK\x03\x04", b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19", b"\x80\x02", b"\x80\x04\x95")
+    cases = [rng.choice(headers) + rng.randbytes(rng.choice((0, 1, 7, 60, 900))) for _ in range(200)]
+    cases += [real[:n] for n in range(0, len(real), len(real) // 50)]
+    for _ in range(50):
+        flipped = bytearray(real)
+        flipped[rng.randrange(len(real))] ^= 1 << rng.randrange(8)
+        cases.append(bytes(flipped))
+    path = tmp_path / "case.pt"
+    for content in cases:
+        path.write_bytes(content)
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as error:
+            assert any(known in str(error) for known in KNOWN_REFUSALS), str(error)
+        else:
+            assert content != real[: len(content)] or content == real  # only a harmless flip loads
+            assert state["model_config"] == tiny_config().to_dict()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_before_sampling(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        model.decoder.head.weight[0, 0] = float("nan")
+    path = export_model(model, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=r"holds NaN or inf weights \(decoder.head.weight\)"):
+        load_model(path)
