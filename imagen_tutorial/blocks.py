@@ -39,12 +39,14 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Causal self-attention, cross-attention to the encoder memory (if any), feed-forward."""
+    """Causal self-attention, cross-attention to the encoder memory (if any), feed-forward.
+    causal=False gives the diffusion denoiser's block (chapter 09): every patch sees every other one."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, cross: bool = True) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, cross: bool = True,
+                 causal: bool = True) -> None:
         super().__init__()
         self.ln1, self.ln3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, causal=True)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, causal=causal)
         self.ln2 = nn.LayerNorm(d_model) if cross else None
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout) if cross else None
         self.ff = FeedForward(d_model, d_ff, dropout)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .denoiser import Denoiser
 from .model import ImageTransformer
 
 FORMAT = "imagen-tutorial/1"
@@ -178,16 +179,31 @@ def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_loc
     return state
 
 
-def model_from_state(state: dict, source: str = "the checkpoint") -> ImageTransformer:
-    """Build the model a checkpoint dict describes and load its weights (fp16-stored weights come back fp32)."""
+def build_model(config: ModelConfig) -> ImageTransformer | Denoiser:
+    """The network `config.family` names: the autoregressive ImageTransformer or the diffusion Denoiser."""
+    return Denoiser(config) if config.family == "diffusion" else ImageTransformer(config)
+
+
+def model_from_state(state: dict, source: str = "the checkpoint",
+                     family: str | None = None) -> ImageTransformer | Denoiser:
+    """Build the model a checkpoint dict describes and load its weights (fp16-stored weights come back fp32).
+    A checkpoint with an EMA of the weights gives the EMA (what diffusion samples with). `family`: refuse a
+    checkpoint of the other family ("autoregressive" or "diffusion") with a message that says so."""
     if state.get("kind") == "judge":
         raise CheckpointError(f"{source} is the judge classifier, not an image model: load it with "
                               f"load_pretrained('classifier') or imagen_tutorial.metrics.load_judge(path)")
     try:
-        model = ImageTransformer(ModelConfig.from_dict(state["model_config"]))
+        config = ModelConfig.from_dict(state["model_config"])
     except ValueError as error:
         raise CheckpointError(f"{source} has an invalid model config: {error}") from None
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    if family is not None and config.family != family:
+        def a(word: str) -> str:
+            return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+        raise CheckpointError(f"{source} holds {a(config.family)} model, not {a(family)} one: "
+                              f"pick a {family} checkpoint (e.g. load_pretrained('diffusion_base') for diffusion, "
+                              f"load_pretrained('text2img') for the autoregressive model)")
+    model = build_model(config)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state.get("ema", state["model"]).items()}
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
@@ -200,9 +216,10 @@ def model_from_state(state: dict, source: str = "the checkpoint") -> ImageTransf
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> ImageTransformer:
-    """A trained model from a checkpoint file, in eval mode on `device`."""
-    return model_from_state(load_checkpoint(path), f"checkpoint {path}").to(device).eval()
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               family: str | None = None) -> ImageTransformer | Denoiser:
+    """A trained model from a checkpoint file, in eval mode on `device` (`family`: refuse the other family)."""
+    return model_from_state(load_checkpoint(path), f"checkpoint {path}", family).to(device).eval()
 
 
 def export_model(model: ImageTransformer, path: str | Path, half: bool = False, **info: Any) -> Path:

@@ -13,6 +13,16 @@ from torch import Tensor, nn
 from .blocks import EncoderBlock
 
 
+def drop_captions(tokens: Tensor, drop: Tensor | None, pad_id: int = 0, bos_id: int = 1) -> Tensor:
+    """Replace the rows of caption tokens [B, S] where `drop` [B] is True by the empty caption (<bos>, then
+    padding): what classifier-free guidance trains and samples the unconditional prediction with."""
+    if drop is None:
+        return tokens
+    empty = torch.full_like(tokens, pad_id)
+    empty[:, 0] = bos_id
+    return torch.where(drop[:, None], empty, tokens)
+
+
 class TextEncoder(nn.Module):
     """Token ids [B, S] (0 = padding) -> memory [B, S, d] and a mask [B, S] that is True for real tokens."""
 

@@ -13,12 +13,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import ModelConfig, check_value
 from .decoder import PixelDecoder
-from .encoder import ImageEncoder, TextEncoder
+from .encoder import ImageEncoder, TextEncoder, drop_captions
 from .text import Tokenizer
 
 Condition = Tensor | str | list[str] | None
+
+
+def check_sampling(temperature: float = 1.0, top_k: int | None = None, guidance: float = 1.0,
+                   batch_size: int | None = None) -> tuple[float, int | None, float]:
+    """Refuse sampling arguments that would draw noise or fail deep inside torch; (temperature, top_k, guidance)
+    back as float, int or None, float. Shared by `generate`, the diffusion samplers and the command line."""
+    temperature = check_value("temperature", temperature, float, low=0,
+                              note="0 picks the most likely level; 1 draws from the model's distribution")
+    top_k = check_value("top_k", top_k, int, low=1, optional=True, note="None keeps every level")
+    guidance = check_value("guidance", guidance, float, low=0, high=100,
+                           note="1 is plain conditional sampling, 0 unconditional; 2 to 5 is typical")
+    check_value("batch_size", batch_size, int, low=1, optional=True)
+    return temperature, top_k, guidance
 
 
 def guided_logits(cond_logits: Tensor, uncond_logits: Tensor, guidance: float) -> Tensor:
@@ -59,20 +72,23 @@ class ImageTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------ input checks
-    def check_images(self, images: Tensor, values: bool = True) -> None:
-        """Raise ValueError unless images is a LongTensor [B, H, W] of levels (values: also check the range)."""
+    def check_images(self, images: Tensor, values: bool = True) -> Tensor:
+        """Raise ValueError unless images is an integer tensor [B, H, W] of levels (values: also check the range);
+        return it as a LongTensor (uint8 or int32 levels are fine)."""
         c = self.config
         if not isinstance(images, Tensor) or images.dim() != 3 or images.shape[1:] != (c.image_size,) * 2:
             shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
             hint = " (drop the channel axis with images.squeeze(1))" if isinstance(images, Tensor) and \
                 images.dim() == 4 and images.size(1) == 1 else ""
             raise ValueError(f"images must have shape [B, {c.image_size}, {c.image_size}]; got {shape}{hint}")
-        if images.is_floating_point() or images.dtype == torch.bool:
+        if images.is_floating_point() or images.is_complex() or images.dtype == torch.bool:
             raise ValueError(f"images must be integer levels (LongTensor), got {images.dtype}; turn uint8 or "
                              f"[0, 1] float images into levels with imagen_tutorial.data.quantize(x, {c.levels})")
+        images = images.long()  # a no-op for int64; uint8, int16 and int32 levels become int64
         if values and images.numel() and (images.min() < 0 or images.max() >= c.levels):
             raise ValueError(f"image levels must be in [0, {c.levels}); got values {int(images.min())}.."
                              f"{int(images.max())}: quantize uint8 images with quantize(x, {c.levels})")
+        return images
 
     def prepare_condition(self, cond: Condition, batch: int | None = None, values: bool = True) -> Tensor | None:
         """Check `cond` for this model's condition kind; captions given as strings are tokenized.
@@ -86,10 +102,14 @@ class ImageTransformer(nn.Module):
             raise ValueError(f"this model is conditioned on {c.condition!r}: pass a condition")
         if c.condition == "caption":
             if isinstance(cond, (str, list, tuple)):
-                cond = self.tokenizer.encode(cond)
-            if cond.dim() != 2 or cond.is_floating_point() or cond.size(1) > c.max_caption_len:
-                raise ValueError(f"caption tokens must be a LongTensor [B, S] with S <= {c.max_caption_len}; got "
-                                 f"{cond.dtype} {list(cond.shape)}: use Tokenizer().encode(captions)")
+                cond = self.tokenizer.encode(cond, limit=c.max_caption_len)
+            if not isinstance(cond, Tensor) or cond.dim() != 2 or cond.is_floating_point() or cond.is_complex():
+                got = f"{cond.dtype} {list(cond.shape)}" if isinstance(cond, Tensor) else type(cond).__name__
+                raise ValueError(f"caption tokens must be a LongTensor [B, S]; got {got}: pass captions as strings "
+                                 f"or use Tokenizer().encode(captions)")
+            if cond.size(1) > c.max_caption_len:
+                raise ValueError(f"caption tokens [B, S={cond.size(1)}] are longer than this model reads: at most "
+                                 f"{c.max_caption_len} tokens (<bos> + {c.max_caption_len - 1} words)")
             if values and cond.numel() and (cond.min() < 0 or cond.max() >= self.tokenizer.vocab_size):
                 raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
         else:
@@ -99,7 +119,13 @@ class ImageTransformer(nn.Module):
                 raise ValueError(f"the {c.condition} condition must be a float image [B, 1, {s}, {s}] in [0, 1]; "
                                  f"got {shape} (build it with imagen_tutorial.data.image_condition)")
             if not cond.is_floating_point() or values and (cond.min() < 0 or cond.max() > 1):
+                if values and cond.is_floating_point() and not torch.isfinite(cond).all():
+                    raise ValueError(f"the {c.condition} condition holds NaN or inf values: build it from real "
+                                     f"images with imagen_tutorial.data.image_condition")
                 raise ValueError(f"the {c.condition} condition must be floats in [0, 1]; scale uint8 images by 1/255")
+            if values and not torch.isfinite(cond).all():
+                raise ValueError(f"the {c.condition} condition holds NaN or inf values: build it from real images "
+                                 f"with imagen_tutorial.data.image_condition")
         if batch is not None and cond.size(0) != batch:
             raise ValueError(f"condition batch {cond.size(0)} differs from image batch {batch}")
         return cond.to(self.decoder.head.weight.device)  # a no-op when it is already there
@@ -111,11 +137,7 @@ class ImageTransformer(nn.Module):
         if self.encoder is None:
             return None, None
         if self.config.condition == "caption":
-            if drop is not None:  # the empty caption: <bos> then padding
-                empty = torch.full_like(cond, self.tokenizer.pad_id)
-                empty[:, 0] = self.tokenizer.bos_id
-                cond = torch.where(drop[:, None], empty, cond)
-            return self.encoder(cond)
+            return self.encoder(drop_captions(cond, drop, self.tokenizer.pad_id, self.tokenizer.bos_id))
         memory, mask = self.encoder(cond)
         if drop is not None:
             memory = torch.where(drop[:, None, None], self.null_memory.to(memory.dtype).expand_as(memory), memory)
@@ -138,7 +160,7 @@ class ImageTransformer(nn.Module):
                 check: bool = True) -> Tensor:
         """images LongTensor [B, H, W] of levels -> logits [B, H*W, levels]; logits[:, t] sees pixels < t.
         drop: bool [B], rows trained on the empty condition. check=False skips value-range checks."""
-        self.check_images(images, values=check)
+        images = self.check_images(images, values=check)
         cond = self.prepare_condition(cond, images.size(0), values=check)
         memory, mask = self.encode(cond, drop)
         pixels = images.flatten(1)  # (B, T) in raster order
@@ -147,13 +169,13 @@ class ImageTransformer(nn.Module):
     def loss(self, images: Tensor, cond: Condition = None, drop: Tensor | None = None) -> Tensor:
         """Mean cross-entropy per pixel, in nats (a scalar)."""
         logits = self(images, cond, drop)
-        return F.cross_entropy(logits.flatten(0, 1).float(), images.flatten())
+        return F.cross_entropy(logits.flatten(0, 1).float(), images.flatten().long())
 
     @torch.no_grad()
     def bits_per_dim(self, images: Tensor, cond: Condition = None) -> Tensor:
         """Negative log-likelihood of each image in bits per pixel: float [B]."""
         logits = self(images, cond)  # (B, T, levels)
-        nats = F.cross_entropy(logits.transpose(1, 2).float(), images.flatten(1), reduction="none")  # (B, T)
+        nats = F.cross_entropy(logits.transpose(1, 2).float(), images.flatten(1).long(), reduction="none")  # (B, T)
         return nats.mean(dim=1) / math.log(2)
 
     def flops_per_image(self, cond_len: int = 0, training: bool = True) -> float:
@@ -178,7 +200,8 @@ class ImageTransformer(nn.Module):
         cond: caption tokens [B, S] (or strings), a condition image, or None with `batch_size` for
         condition="none". guidance g mixes logits as uncond + g·(cond − uncond); g=1 is plain conditional
         sampling and skips the unconditional pass. prefix [B, n]: the first n pixels, kept as given.
-        temperature 0 picks the most likely level."""
+        temperature 0 picks the most likely level. Arguments out of range raise ValueError (check_sampling)."""
+        temperature, top_k, guidance = check_sampling(temperature, top_k, guidance, batch_size)
         was_training = self.training
         self.eval()
         try:
@@ -190,6 +213,10 @@ class ImageTransformer(nn.Module):
     def _generate(self, cond, temperature, top_k, guidance, prefix, use_cache, generator, batch_size, progress):
         c, device = self.config, self.decoder.head.weight.device
         cond = self.prepare_condition(cond)
+        if prefix is not None and (not isinstance(prefix, Tensor) or prefix.dim() != 2):
+            got = list(prefix.shape) if isinstance(prefix, Tensor) else type(prefix).__name__
+            raise ValueError(f"prefix must be a LongTensor [B, n] of levels, the first n pixels of each image in "
+                             f"raster order; got {got} (flatten images with .flatten(1)[:, :n])")
         B = cond.size(0) if cond is not None else (prefix.size(0) if prefix is not None else batch_size)
         if B is None:
             raise ValueError("an unconditional model needs batch_size (or a prefix) to know how many images")
@@ -211,10 +238,10 @@ class ImageTransformer(nn.Module):
         n = 0
         if prefix is not None:
             n = prefix.size(1)
-            if prefix.dim() != 2 or prefix.size(0) != B or not 0 <= n < T:
+            if prefix.size(0) != B or not 0 <= n < T:
                 raise ValueError(f"prefix must be a LongTensor [B={B}, n] with n < {T}; got {list(prefix.shape)}")
-            self.check_images(F.pad(prefix, (0, T - n)).view(B, c.image_size, c.image_size))
-            out[:, :n] = prefix.to(device)
+            prefix = self.check_images(F.pad(prefix, (0, T - n)).view(B, c.image_size, c.image_size))
+            out[:, :n] = prefix.flatten(1)[:, :n].to(device)
 
         def twice(x: Tensor) -> Tensor:
             return torch.cat([x, x]) if guided else x

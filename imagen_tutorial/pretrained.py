@@ -30,12 +30,17 @@ def read_manifest(root: str | Path | None = None) -> dict[str, dict]:
 
 def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | Path | None = None):
     """A shipped model by name, in eval mode, after checking its sha256 against the manifest:
-    "text2img", "superres", "bpd256" (ImageTransformer) or "classifier" (the judge: float images
+    "text2img", "superres", "bpd256" (ImageTransformer), "diffusion_base", "diffusion_sr" (Denoiser, with their
+    EMA weights), "cascade" (the two diffusion stages as a Cascade) or "classifier" (the judge: float images
     [B, 1, 28, 28] in [0, 1] -> logits [B, 10])."""
     root = Path(root or CHECKPOINT_DIR)
     manifest = read_manifest(root)
+    if name == "cascade" and name not in manifest:
+        from .cascade import Cascade
+
+        return Cascade(load_pretrained("diffusion_base", device, root), load_pretrained("diffusion_sr", device, root))
     if name not in manifest:
-        have = ", ".join(sorted(manifest)) or "none yet"
+        have = ", ".join(sorted(manifest) + (["cascade"] if "diffusion_sr" in manifest else [])) or "none yet"
         raise ValueError(f"no shipped checkpoint is called {name!r}; available: {have}. "
                          f"To use your own, call imagen_tutorial.load_model(path).")
     entry = manifest[name]

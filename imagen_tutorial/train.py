@@ -9,6 +9,7 @@ checkpoints that resume exactly, a NaN guard, and DistributedDataParallel when W
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import math
@@ -21,11 +22,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from .checkpoint import build_model, check_config, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import NOUN_PHRASES, all_captions, augment, image_condition, load_fashion_mnist, quantize, resize
+from .data import (
+    NOUN_PHRASES,
+    all_captions,
+    augment,
+    image_condition,
+    load_fashion_mnist,
+    quantize,
+    resize,
+    to_float,
+)
 from .metrics import dataset_bits_per_dim
-from .model import ImageTransformer
 from .viz import save_grid
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense
@@ -64,6 +73,21 @@ def _grad_scaler(device: torch.device, enabled: bool):
     if hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler(device.type, enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model, parameter by parameter (buffers are copied)."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA's decay after `step` optimizer steps: min(decay, (1 + step)/(10 + step)), so the average does not
+    drag the random initial weights along for thousands of steps."""
+    return min(decay, (1 + step) / (10 + step))
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -127,7 +151,10 @@ class Trainer:
         self.micro_batch = cfg.batch_size // (self.world * cfg.accum_steps)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every process
-        self.model = ImageTransformer(model_cfg).to(self.device)
+        self.model = build_model(model_cfg).to(self.device)
+        self.diffusion = model_cfg.family == "diffusion"
+        # the exponential moving average of the weights, what diffusion models sample with (saved in checkpoints)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay else None
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(lr_factor, cfg=cfg))
         self.dtype = self._autocast_dtype()
@@ -143,7 +170,7 @@ class Trainer:
         self.images, self.labels = resize(images, model_cfg.image_size), labels
         self.test = None  # loaded on first evaluation
         self.batches = BatchStream(len(self.images), self.micro_batch, cfg.seed, self.rank, self.world)
-        if model_cfg.condition == "caption":  # every caption of every class, tokenized once: [10, V, S]
+        if model_cfg.condition in ("caption", "caption_lowres"):  # every caption of every class, once: [10, V, S]
             captions = [all_captions(c) for c in range(len(NOUN_PHRASES))]
             n = max(len(c) for c in captions)
             table = self.model.tokenizer.encode([caps[i % len(caps)] for caps in captions for i in range(n)])
@@ -171,7 +198,9 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(levels [b, H, W], condition, drop [b]) for one micro-batch, on the device."""
+        """(images, condition, drop [b]) for one micro-batch, on the device: images are levels [b, H, W] for the
+        autoregressive family and floats [b, 1, H, W] in [0, 1] for diffusion (whose SR stage makes its
+        low-res input from them)."""
         idx = self.batches.next()
         raw, labels = self.images[idx], self.labels[idx]
         if self.cfg.crop_padding or self.cfg.hflip:
@@ -181,12 +210,24 @@ class Trainer:
         if condition == "caption":
             choice = (torch.rand(len(idx)) * self.caption_counts[labels]).long()
             cond = self.caption_table[labels, choice]
+        elif condition == "caption_lowres":  # diffusion SR: the caption; the low-res image comes from the target
+            choice = (torch.rand(len(idx)) * self.caption_counts[labels]).long()
+            cond = self.caption_table[labels, choice]
         elif condition != "none":
             cond = image_condition(raw, condition, self.model_cfg.cond_size)
         if condition != "none":
             drop = (torch.rand(len(idx)) < self.cfg.cond_dropout).to(self.device)
             cond = cond.to(self.device, non_blocking=True)
+        if self.diffusion:
+            return to_float(raw).to(self.device, non_blocking=True), cond, drop
         return quantize(raw, self.model_cfg.levels).to(self.device, non_blocking=True), cond, drop
+
+    def batch_loss(self, images: torch.Tensor, cond: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
+        """The family's training loss on one micro-batch, through self.net (compiled / DDP-wrapped)."""
+        if self.diffusion:
+            return self.model.loss(images, cond, drop, aug_max=self.cfg.aug_max, net=self.net)
+        logits = self.net(images, cond, drop, check=False)
+        return F.cross_entropy(logits.flatten(0, 1).float(), images.flatten())
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over cfg.accum_steps micro-batches; returns (mean loss in nats, grad norm)."""
@@ -197,8 +238,7 @@ class Trainer:
             last = micro == self.cfg.accum_steps - 1
             sync = self.net.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
             with sync, self.autocast():
-                logits = self.net(images, cond, drop, check=False)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), images.flatten())
+                loss = self.batch_loss(images, cond, drop)
             self.scaler.scale(loss / self.cfg.accum_steps).backward()
             total += loss.detach() / self.cfg.accum_steps
         self.scaler.unscale_(self.optimizer)
@@ -207,14 +247,19 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
+        if self.ema is not None:
+            ema_update(self.ema, self.model, ema_decay_at(self.step, self.cfg.ema_decay))
         return total, norm
 
     # ------------------------------------------------------------ evaluation, checkpoints, logging
     def evaluate(self) -> float:
-        """Test bits/dim on the first cfg.eval_images official test images; writes a sample grid."""
+        """Test bits/dim (diffusion: the test loss, with the EMA weights) on the first cfg.eval_images official
+        test images; writes a sample grid."""
         if self.test is None:
             images, labels = load_fashion_mnist("test")
             self.test = images[: self.cfg.eval_images], labels[: self.cfg.eval_images]
+        if self.diffusion:
+            return self.evaluate_diffusion()
         bpd = dataset_bits_per_dim(self.model, *self.test).mean().item()
         c = self.model_cfg
         n = 10
@@ -228,6 +273,36 @@ class Trainer:
         save_grid(samples, c.levels, self.out / f"samples_{self.step:06d}.png")
         return bpd
 
+    @torch.no_grad()
+    def evaluate_diffusion(self) -> float:
+        """The test loss at fixed noise (seeded; the training RNG is left alone) and a grid of 10 samples, one per
+        class (DDIM, 25 steps, guidance 3), both with the EMA weights when there are any."""
+        model, c = self.ema or self.model, self.model_cfg
+        images = to_float(resize(self.test[0], c.image_size))
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed)
+            losses = []
+            for start in range(0, len(images), 250):
+                idx = slice(start, start + 250)
+                captions = [all_captions(int(k))[0] for k in self.test[1][idx]] if model.reads_caption else None
+                tokens = model.prepare_captions(captions)
+                losses.append(model.loss(images[idx].to(self.device), tokens, aug_max=self.cfg.aug_max)
+                              * len(images[idx]))
+        loss = (torch.stack(losses).sum() / len(images)).item()
+        generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
+        captions = [all_captions(k)[0] for k in range(10)] if model.reads_caption else None
+        lowres = None
+        if model.reads_lowres:  # the first 10 test images, downsampled, with their captions
+            captions = [all_captions(int(k))[0] for k in self.test[1][:10]]
+            lowres = torch.nn.functional.interpolate(images[:10], size=c.cond_size, mode="area")
+        samples = model.generate(captions, lowres=lowres, steps=25, guidance=3.0 if captions else 1.0,
+                                 generator=generator, batch_size=10)
+        save_grid(quantize(samples[:, 0].cpu(), c.levels), c.levels, self.out / f"samples_{self.step:06d}.png")
+        model.train(was_training)
+        return loss
+
     def state_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
@@ -235,7 +310,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "elapsed_s": self.elapsed, "batches": self.batches.state_dict(),
-                "model_config": self.model_cfg.to_dict(), "train_config": self.cfg.to_dict(), "rng": rng}
+                "model_config": self.model_cfg.to_dict(), "train_config": self.cfg.to_dict(), "rng": rng,
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def save(self) -> None:
         if self.rank == 0:
@@ -248,6 +324,8 @@ class Trainer:
         state = load_checkpoint(path, map_location=str(self.device))
         check_config(state["model_config"], self.model_cfg, f"checkpoint {path}")
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:  # a run that starts averaging on resume begins from the current weights
+            self.ema.load_state_dict(state.get("ema", state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -329,7 +407,8 @@ class Trainer:
                 now = time.perf_counter()
                 img_s = (self.step - mark_step) * cfg.batch_size / max(now - mark, 1e-9)
                 lr = self.optimizer.param_groups[0]["lr"]  # the next step's (set by the scheduler or the clock)
-                summary = {"step": self.step, "train_bpd": mean / math.log(2), "lr": lr,
+                figure = {"train_loss": mean} if self.diffusion else {"train_bpd": mean / math.log(2)}
+                summary = {"step": self.step, **figure, "lr": lr,
                            "grad_norm": float(norm), "img_per_s": img_s,
                            "tokens_per_s": img_s * self.model_cfg.seq_len,
                            "mfu": img_s * flops / (self.world * peak) if peak else None,  # per GPU
@@ -337,11 +416,12 @@ class Trainer:
                 if self.device.type == "cuda":
                     summary["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
                 self.log(summary)
-                bar.set_postfix(bpd=f"{summary['train_bpd']:.3f}", img_s=f"{img_s:.0f}")
+                bar.set_postfix(loss=f"{next(iter(figure.values())):.3f}", img_s=f"{img_s:.0f}")
                 losses, mark, mark_step = [], now, self.step
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or done) and self.rank == 0:
-                summary["test_bpd"] = self.evaluate()
-                self.log({"step": self.step, "test_bpd": summary["test_bpd"]})
+                key = "test_loss" if self.diffusion else "test_bpd"
+                summary[key] = self.evaluate()
+                self.log({"step": self.step, key: summary[key]})
                 mark, mark_step = time.perf_counter(), self.step  # evaluation time is not training throughput
             if self.step % cfg.ckpt_every == 0 or done or save_due:
                 self.save()

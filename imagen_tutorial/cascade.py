@@ -1,0 +1,69 @@
+"""Imagen in miniature: a cascade of two text-conditioned diffusion models, 14×14 then 28×28.
+
+The base model draws a small image from the caption; the super-resolution stage reads that image (upsampled,
+noise-augmented at `aug_level`, concatenated to its own noisy input) and the caption again, and draws the
+full-size image. Imagen does the same with 64 → 256 → 1024 (chapter 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .denoiser import Denoiser
+
+
+def _pair(value, name: str) -> tuple:
+    """One value for both stages, or a (base, sr) pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be one value or a (base, sr) pair; got {len(value)} values")
+        return tuple(value)
+    return value, value
+
+
+class Cascade(nn.Module):
+    """A 14×14 caption → image base model followed by a 14 → 28 super-resolution model."""
+
+    def __init__(self, base: Denoiser, sr: Denoiser) -> None:
+        super().__init__()
+        for stage, model, condition in (("base", base, "caption"), ("sr", sr, "caption_lowres")):
+            if not isinstance(model, Denoiser):
+                raise ValueError(f"the cascade's {stage} stage must be a diffusion model (Denoiser), not "
+                                 f"{type(model).__name__}: load it with load_pretrained('diffusion_{stage}')")
+            if model.config.condition != condition:
+                raise ValueError(f"the cascade's {stage} stage must read condition={condition!r}; this model reads "
+                                 f"{model.config.condition!r}")
+        if sr.config.cond_size != base.config.image_size:
+            raise ValueError(f"the SR stage reads {sr.config.cond_size}×{sr.config.cond_size} images but the base "
+                             f"draws {base.config.image_size}×{base.config.image_size}: pick matching stages")
+        self.base, self.sr = base, sr
+        self.config = sr.config  # the output's size and the levels it is judged at
+
+    @classmethod
+    def from_checkpoints(cls, base: str | Path, sr: str | Path, device: str | torch.device = "cpu") -> Cascade:
+        """Build a cascade from two checkpoint files (an autoregressive checkpoint is refused, with why)."""
+        from .checkpoint import load_model
+
+        return cls(load_model(base, device, family="diffusion"), load_model(sr, device, family="diffusion"))
+
+    def num_params(self) -> int:
+        return self.base.num_params() + self.sr.num_params()
+
+    @torch.no_grad()
+    def generate(self, captions: str | Sequence[str], guidance=(3.0, 1.0), steps=(50, 50), aug_level: float = 0.2,
+                 sampler="ddim", threshold=0.995, generator: torch.Generator | None = None,
+                 return_lowres: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Captions -> float images [B, 1, 28, 28] in [0, 1] (and the 14×14 stage [B, 1, 14, 14] with
+        return_lowres). guidance, steps, sampler and threshold take one value for both stages or a (base, sr)
+        pair; aug_level is the SR stage's noise augmentation level (Imagen: 0.1–0.3)."""
+        guidance, steps = _pair(guidance, "guidance"), _pair(steps, "steps")
+        sampler, threshold = _pair(sampler, "sampler"), _pair(threshold, "threshold")
+        low = self.base.generate(captions, steps=steps[0], guidance=guidance[0], sampler=sampler[0],
+                                 threshold=threshold[0], generator=generator)
+        high = self.sr.generate(captions, lowres=low, aug_level=aug_level, steps=steps[1], guidance=guidance[1],
+                                sampler=sampler[1], threshold=threshold[1], generator=generator)
+        return (high, low) if return_lowres else high

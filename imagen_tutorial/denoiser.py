@@ -1,0 +1,262 @@
+"""The diffusion model of Part II: a U-ViT-style denoiser built from the course's own blocks.
+
+A noisy image is cut into patches (the `ImageEncoder` idea); one extra token carries the time t, the pooled
+caption (as Imagen adds its pooled text vector to the time embedding) and, for super-resolution, the noise
+augmentation level. Non-causal `DecoderBlock`s read the caption by cross-attention, and long skips join each
+shallow block to its deep mirror (Bao et al. 2023). The super-resolution stage also reads the low-res image,
+upsampled and concatenated to x_t as a second channel, as Imagen and SR3 do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import diffusion
+from .blocks import DecoderBlock
+from .config import ModelConfig
+from .encoder import TextEncoder, drop_captions
+from .text import Tokenizer
+
+
+def time_features(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000, as for discrete steps): [B] -> [B, dim]."""
+    freqs = torch.exp(-math.log(10_000) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    angles = 1000 * t.float()[:, None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def _mlp(d: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+
+
+class Denoiser(nn.Module):
+    """x_t [B, 1, H, W] and t [B] (+ caption tokens, + the upsampled augmented low-res image and its level)
+    -> the prediction [B, 1, H, W] (ε or v, as `config.prediction` says)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tokenizer = Tokenizer()
+        self.reads_caption = c.condition in ("caption", "caption_lowres")
+        self.reads_lowres = c.condition == "caption_lowres"
+        d, p, in_ch = c.d_model, c.patch_size, 2 if self.reads_lowres else 1
+        self.side = c.image_size // p
+        self.patch_emb = nn.Conv2d(in_ch, d, kernel_size=p, stride=p)  # one Linear per patch
+        self.pos_emb = nn.Parameter(torch.randn(1 + self.side**2, d) * 0.02)  # the time token, then the patches
+        self.time_mlp = _mlp(d)
+        self.aug_mlp = _mlp(d) if self.reads_lowres else None
+        if self.reads_caption:
+            self.encoder = TextEncoder(self.tokenizer.vocab_size, c.max_caption_len, d, c.n_heads, c.n_enc_layers,
+                                       c.ff_width, c.dropout, self.tokenizer.pad_id)
+            self.pool = nn.Linear(d, d)
+
+        def block() -> DecoderBlock:
+            return DecoderBlock(d, c.n_heads, c.ff_width, c.dropout, cross=self.reads_caption, causal=False)
+        half = c.n_layers // 2
+        self.in_blocks = nn.ModuleList(block() for _ in range(half))
+        self.mid_blocks = nn.ModuleList(block() for _ in range(c.n_layers - 2 * half))
+        self.out_blocks = nn.ModuleList(block() for _ in range(half))
+        self.skips = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(half))  # long skip: concat, project back
+        self.ln = nn.LayerNorm(d)
+        self.out_ch = 8 if c.conv_head else 1
+        self.head = nn.Linear(d, p * p * self.out_ch)
+        # A small convolution at full resolution over the un-patchified features and the input itself.
+        self.conv = nn.Sequential(nn.Conv2d(self.out_ch + in_ch, 32, 3, padding=1), nn.SiLU(),
+                                  nn.Conv2d(32, 1, 3, padding=1)) if c.conv_head else None
+        self.apply(self._init_weights)
+        last = self.conv[-1] if self.conv is not None else self.head
+        nn.init.zeros_(last.weight)  # predict 0 at initialisation: a calm start for the loss
+        nn.init.zeros_(last.bias)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, tokens: Tensor | None, drop: Tensor | None = None):
+        """Caption tokens [B, S] -> (memory [B, S, d], mask [B, S], pooled [B, d]); rows with drop get the empty
+        caption. (None, None, None) for an unconditional model."""
+        if not self.reads_caption:
+            return None, None, None
+        memory, mask = self.encoder(drop_captions(tokens, drop, self.tokenizer.pad_id, self.tokenizer.bos_id))
+        weights = mask.unsqueeze(-1).to(memory.dtype)
+        pooled = (memory * weights).sum(1) / weights.sum(1)  # the mean over real tokens
+        return memory, mask, pooled
+
+    def denoise(self, x_t: Tensor, t: Tensor, memory=None, mask=None, pooled=None, lowres=None, aug_level=None):
+        """The network with the caption already encoded (sampling encodes it once for all steps)."""
+        B, d = x_t.size(0), self.config.d_model
+        emb = self.time_mlp(time_features(t, d).to(x_t.dtype))  # (B, d)
+        if pooled is not None:
+            emb = emb + self.pool(pooled)
+        inp = x_t
+        if self.reads_lowres:
+            emb = emb + self.aug_mlp(time_features(aug_level, d).to(x_t.dtype))
+            inp = torch.cat([x_t, lowres.to(x_t.dtype)], dim=1)  # (B, 2, H, W)
+        patches = self.patch_emb(inp).flatten(2).transpose(1, 2)  # (B, N, d)
+        x = torch.cat([emb[:, None], patches], dim=1) + self.pos_emb  # (B, 1 + N, d)
+        skips = []
+        for blk in self.in_blocks:
+            x = blk(x, memory, mask)
+            skips.append(x)
+        for blk in self.mid_blocks:
+            x = blk(x, memory, mask)
+        for blk, skip in zip(self.out_blocks, self.skips, strict=True):
+            x = blk(skip(torch.cat([x, skips.pop()], dim=-1)), memory, mask)
+        p, s = self.config.patch_size, self.side
+        out = self.head(self.ln(x[:, 1:]))  # (B, N, p*p*C)
+        out = out.view(B, s, s, self.out_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, self.out_ch, s * p, s * p)
+        return self.conv(torch.cat([out, inp], dim=1)) if self.conv is not None else out
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, drop: Tensor | None = None,
+                lowres: Tensor | None = None, aug_level: Tensor | None = None) -> Tensor:
+        memory, mask, pooled = self.encode(cond, drop)
+        return self.denoise(x_t, t, memory, mask, pooled, lowres, aug_level)
+
+    def flops_per_image(self, cond_len: int = 0, training: bool = True) -> float:
+        """Matmul FLOPs for one image (2 per multiply-add; ×3 for forward + backward), as for ImageTransformer."""
+        c, T, S = self.config, 1 + self.side**2, cond_len if self.reads_caption else 0
+        d, f = c.d_model, c.ff_width
+        layer = T * (4 * d * d + 2 * d * f) + 2 * T * T * d + (S > 0) * (2 * d * d * (T + S) + 2 * T * S * d)
+        enc = c.n_enc_layers * (S * (4 * d * d + 2 * d * f) + 2 * S * S * d)
+        forward = 2 * (c.n_layers * layer + (c.n_layers // 2) * T * 2 * d * d + enc)
+        return forward * (3 if training else 1)
+
+    # ------------------------------------------------------------ inputs, the loss and sampling
+    @property
+    def device(self) -> torch.device:
+        return self.pos_emb.device
+
+    def prepare_captions(self, captions, batch: int | None = None) -> Tensor | None:
+        """Strings (or tokens [B, S]) -> tokens on the model's device; None for an unconditional model."""
+        if not self.reads_caption:
+            if captions is not None:
+                raise ValueError("this diffusion model is unconditional (condition='none'): pass captions=None")
+            return None
+        if captions is None:
+            raise ValueError(f"this diffusion model reads captions (condition={self.config.condition!r}): pass "
+                             f"a list of captions, e.g. ['a photo of an ankle boot']")
+        if isinstance(captions, str):
+            captions = [captions]
+        if not isinstance(captions, Tensor):
+            captions = self.tokenizer.encode(list(captions), max_len=self.config.max_caption_len)
+        if captions.dim() != 2 or captions.is_floating_point() or captions.size(1) > self.config.max_caption_len:
+            raise ValueError(f"caption tokens must be integers [B, S] with S <= {self.config.max_caption_len}; got "
+                             f"{captions.dtype} {list(captions.shape)}: pass strings or Tokenizer().encode(captions)")
+        if captions.numel() and (captions.min() < 0 or captions.max() >= self.tokenizer.vocab_size):
+            raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
+        if batch is not None and captions.size(0) != batch:
+            raise ValueError(f"{captions.size(0)} captions for {batch} images: give one caption per image")
+        return captions.long().to(self.device)
+
+    def check_image(self, x: Tensor, side: int, what: str) -> Tensor:
+        """A float image batch [B, 1, side, side] in [0, 1] with no NaN, or a ValueError that says what is wrong."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1:] != (1, side, side):
+            shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{what} must be a float tensor [B, 1, {side}, {side}] in [0, 1]; got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"{what} must be floats in [0, 1], got {x.dtype}: scale uint8 images by 1/255")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{what} contains NaN or infinite values")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"{what} must be in [0, 1]; got values {float(x.min()):.3g}..{float(x.max()):.3g}")
+        return x.to(self.device)
+
+    def lowres_input(self, lowres: Tensor, aug_level: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The SR stage's second channel: the low-res image [B, 1, s, s] in [0, 1], mapped to [-1, 1], upsampled
+        (bilinear) to the output size and noise-augmented at `aug_level` [B] by the forward process."""
+        up = F.interpolate(2 * lowres - 1, size=self.config.image_size, mode="bilinear", align_corners=False)
+        return diffusion.noise_augment(up, aug_level, generator)
+
+    def loss(self, images: Tensor, cond=None, drop: Tensor | None = None, lowres: Tensor | None = None,
+             aug_max: float = 0.5, net: nn.Module | None = None) -> Tensor:
+        """The training loss (a scalar) for float images [B, 1, H, W] in [0, 1]. The SR stage reads `lowres`
+        (default: the images area-downsampled to cond_size) noise-augmented at a level drawn from U(0, aug_max).
+        `net` is what to call (the Trainer passes its compiled / DDP-wrapped copy of this model)."""
+        x0 = 2 * images - 1
+        extra = {"cond": cond, "drop": drop}
+        if self.reads_lowres:
+            if lowres is None:
+                lowres = F.interpolate(images, size=self.config.cond_size, mode="area")
+            aug = torch.rand(images.size(0), device=images.device) * aug_max
+            extra.update(lowres=self.lowres_input(lowres, aug), aug_level=aug)
+        return diffusion.diffusion_loss(net or self, x0, self.config.prediction, **extra)
+
+    @torch.no_grad()
+    def generate(self, captions=None, lowres: Tensor | None = None, aug_level: float = 0.2, steps: int = 50,
+                 guidance: float = 1.0, sampler: str = "ddim", threshold: float | str | None = 0.995,
+                 generator: torch.Generator | None = None, batch_size: int | None = None,
+                 trajectory: list | None = None) -> Tensor:
+        """Sample float images [B, 1, H, W] in [0, 1].
+
+        captions: strings or tokens [B, S] (None for an unconditional model, with `batch_size`); the SR stage
+        also reads `lowres` [B, 1, s, s] in [0, 1], noise-augmented at `aug_level` (0 = as given). guidance w:
+        ε̃ = ε_u + w·(ε_c − ε_u), w = 1 skips the unconditional pass. sampler "ddim" (deterministic) or "ddpm"
+        (ancestral); threshold: a percentile for dynamic thresholding (0.995), "static" or None.
+        trajectory: a list that receives (x_t, x̂₀) in [-1, 1] at every step."""
+        c = self.config
+        _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size)
+        tokens = self.prepare_captions(captions)
+        B = tokens.size(0) if tokens is not None else (lowres.size(0) if lowres is not None else batch_size)
+        if B is None:
+            raise ValueError("an unconditional model needs batch_size to know how many images to draw")
+        if tokens is not None and lowres is not None and lowres.size(0) != B:
+            raise ValueError(f"{B} captions but {lowres.size(0)} low-res images: give one caption per image")
+        cond_kw = {}
+        if self.reads_lowres:
+            if lowres is None:
+                raise ValueError(f"the super-resolution stage needs lowres=[B, 1, {c.cond_size}, {c.cond_size}] "
+                                 f"images in [0, 1] (e.g. the base model's samples)")
+            lowres = self.check_image(lowres, c.cond_size, "lowres")
+            level = torch.full((B,), float(aug_level), device=self.device)
+            cond_kw = {"lowres": self.lowres_input(lowres, level, generator), "aug_level": level}
+        elif lowres is not None:
+            raise ValueError("this model is not a super-resolution stage: drop lowres")
+        was_training = self.training
+        self.eval()
+        try:
+            memory, mask, pooled = self.encode(tokens)
+            guided = guidance != 1.0 and memory is not None
+            if guided:  # conditional and unconditional rows as one batch of 2B
+                mem_u, mask_u, pooled_u = self.encode(tokens, torch.ones(B, dtype=torch.bool, device=self.device))
+                memory, mask = torch.cat([memory, mem_u]), torch.cat([mask, mask_u])
+                pooled = torch.cat([pooled, pooled_u])
+                cond_kw = {k: torch.cat([v, v]) for k, v in cond_kw.items()}
+
+            def denoise(x: Tensor, t: Tensor) -> Tensor:
+                if not guided:
+                    return self.denoise(x, t, memory, mask, pooled, **cond_kw)
+                pred = self.denoise(torch.cat([x, x]), torch.cat([t, t]), memory, mask, pooled, **cond_kw)
+                return diffusion.guided_prediction(*pred.chunk(2), guidance)
+
+            x = diffusion.sample_loop(denoise, (B, 1, c.image_size, c.image_size), c.prediction, steps, sampler,
+                                      threshold, generator, self.device, trajectory)
+        finally:
+            self.train(was_training)
+        return (x + 1) / 2
+
+
+def _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size) -> None:
+    """Range checks for the sampling arguments, with what to pass instead."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a whole number >= 1 (50 DDIM steps is a good default)")
+    if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not 0 <= guidance <= 100:
+        raise ValueError(f"guidance={guidance!r} must be a number in [0, 100] "
+                         f"(1 = plain conditional, 0 = unconditional)")
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler={sampler!r} is unknown: use 'ddim' (deterministic) or 'ddpm' (ancestral)")
+    if threshold not in (None, "static") and (isinstance(threshold, (bool, str)) or not 0 < threshold <= 1):
+        raise ValueError(f"threshold={threshold!r} must be a percentile in (0, 1] (Imagen: 0.995), 'static' or None")
+    if isinstance(aug_level, bool) or not isinstance(aug_level, (int, float)) or not 0 <= aug_level <= 1:
+        raise ValueError(f"aug_level={aug_level!r} must be a number in [0, 1] (0 = the low-res image as given)")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
