@@ -11,6 +11,11 @@ one full-length decoder pass); the cached path is warmed up and timed --repeats 
                                                        # 3.5 of them the single no-cache run at batch 16)
     .venv/bin/python bench/sampling.py --quick         # 14×14 dry run
     .venv/bin/python bench/sampling.py --device cuda --json sampling.json
+    .venv/bin/python bench/sampling.py --families --batches 100   # only the two families' shipped models
+
+--families also times the two families' shipped models at each batch size, as learners use them: text2img
+(autoregressive, 784 pixel steps with the cache, its tuned guidance and temperature) and the diffusion cascade
+(14×14 base + 14→28 SR, DDIM, --diffusion-steps per stage, guidance 3 and 1): images/s of each, side by side.
 """
 
 from __future__ import annotations
@@ -51,7 +56,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="14×14 images instead of 28×28, for a fast dry run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    p.add_argument("--families", action="store_true",
+                   help="time the shipped text2img and the diffusion cascade instead of the cache comparison")
+    p.add_argument("--diffusion-steps", type=int, default=50, help="with --families: DDIM steps per stage")
     args = p.parse_args()
+    if args.families:
+        return compare_families(args)
     load = os.getloadavg()[0]  # other work on the machine skews CPU timings
 
     torch.manual_seed(0)
@@ -100,6 +110,45 @@ def main() -> None:
         meta = vars(args) | {"model": cfg.to_dict(), "threads": torch.get_num_threads(), "loadavg_start": load}
         with open(args.json, "w") as f:
             json.dump({"config": meta, "rows": rows}, f, indent=2)
+
+
+def compare_families(args: argparse.Namespace) -> None:
+    """Images/s of the shipped autoregressive text2img and the diffusion cascade at the same batch sizes."""
+    from imagen_tutorial import load_pretrained
+    from imagen_tutorial.__main__ import recommended_sampling
+
+    device = torch.device(args.device)
+    load = os.getloadavg()[0]
+    text2img, cascade = load_pretrained("text2img", device), load_pretrained("cascade", device)
+    guidance, temperature = recommended_sampling(None)
+    steps = args.diffusion_steps
+    rows = []
+    for B in args.batches:
+        captions = [make_caption(i % 10) for i in range(B)]
+
+        def autoregressive(captions=captions):
+            return text2img.generate(captions, guidance=guidance, temperature=temperature,
+                                     generator=torch.Generator(device).manual_seed(0))
+
+        def diffusion(captions=captions):
+            return cascade.generate(captions, guidance=(3.0, 1.0), steps=(steps, steps),
+                                    generator=torch.Generator(device).manual_seed(0))
+        cascade.generate(captions[:2], steps=(2, 2))  # warm-up
+        s_ar, _ = timed(autoregressive, device, 1)
+        s_diff, _ = timed(diffusion, device, 1)
+        rows.append({"batch": B, "text2img_s": s_ar, "cascade_s": s_diff, "text2img_img_s": B / s_ar,
+                     "cascade_img_s": B / s_diff, "text2img_s_per_image": s_ar / B, "cascade_s_per_image": s_diff / B})
+    print(f"shipped models, {device}, {torch.get_num_threads()} threads, load avg at start {load:.2f}: text2img "
+          f"({text2img.num_params():,} params, guidance {guidance:g}, temperature {temperature:g}) vs the cascade "
+          f"({cascade.num_params():,} params, DDIM {steps}+{steps} steps, guidance 3 and 1)")
+    print(f"{'batch':>5}  {'text2img img/s':>15}{'s/image':>9}  {'cascade img/s':>14}{'s/image':>9}")
+    for r in rows:
+        print(f"{r['batch']:>5}  {r['text2img_img_s']:>15.2f}{r['text2img_s_per_image']:>9.3f}  "
+              f"{r['cascade_img_s']:>14.2f}{r['cascade_s_per_image']:>9.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args) | {"threads": torch.get_num_threads(), "loadavg_start": load},
+                       "families": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -307,3 +307,82 @@ def evaluate_generation(model: ImageTransformer, judge: Judge, per_class: int = 
     if targets is not None:
         result["psnr_db"] = psnr(dequantize(images, c.levels), to_float(targets)[:, 0]).mean().item()
     return result
+
+
+# ---------------------------------------------------------------- Part II: diffusion models and the cascade
+def captions_per_class(per_class: int) -> tuple[list[str], Tensor]:
+    """`per_class` captions for each class, cycling through the training templates and names (the protocol of
+    `generate_per_class`): (captions, labels [10*per_class])."""
+    labels = torch.arange(10).repeat_interleave(per_class)
+    return [all_captions(int(k))[i % len(all_captions(int(k)))] for i, k in enumerate(labels)], labels
+
+
+def judge_float_images(judge: Judge, images: Tensor, labels: Tensor | None, levels: int = 16,
+                       reference: Tensor | None = None) -> dict:
+    """Judge float images [N, 1, H, W] in [0, 1] after quantizing them to `levels` (as the autoregressive model's
+    samples are): {"accuracy", "frechet_distance"} against `reference` (default: the test set at `levels`)."""
+    x = judge_input(quantize(images[:, 0].clamp(0, 1).cpu(), levels), levels)
+    if reference is None:
+        reference = reference_features(judge, levels=levels)
+    return {"accuracy": conditional_accuracy(judge, x, labels) if labels is not None else None,
+            "frechet_distance": frechet_distance(judge_features(judge, x), reference)}
+
+
+def sharpness(images: Tensor) -> Tensor:
+    """Mean image-gradient energy of float images [B, 1, H, W]: the mean squared difference between neighbouring
+    pixels, across and down ([B]). Blurry upsampling lowers it; noise raises it."""
+    dx = images[..., :, 1:] - images[..., :, :-1]
+    dy = images[..., 1:, :] - images[..., :-1, :]
+    return dx.pow(2).flatten(1).mean(1) + dy.pow(2).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def diffusion_samples(model, captions: list[str], seed: int = 0, chunk: int = 100, lowres: Tensor | None = None,
+                      progress: bool = False, **sampling) -> tuple[Tensor, float]:
+    """Float images [N, 1, H, W] from a Denoiser or a Cascade for `captions`, `chunk` at a time with one seeded
+    generator, and the seconds per image that took. `lowres` [N, 1, s, s]: the SR stage's inputs."""
+    import time
+
+    generator = torch.Generator().manual_seed(seed)
+    out, start = [], time.perf_counter()
+    starts = range(0, len(captions), chunk)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="sampling", unit="batch")
+    for i in starts:
+        part = {"lowres": lowres[i : i + chunk]} if lowres is not None else {}
+        out.append(model.generate(captions[i : i + chunk], generator=generator, **part, **sampling).cpu())
+    return torch.cat(out), (time.perf_counter() - start) / len(captions)
+
+
+def evaluate_diffusion_generation(model, judge: Judge, per_class: int = 50, seed: int = 0,
+                                  reference: Tensor | None = None, levels: int = 16, progress: bool = False,
+                                  **sampling) -> dict:
+    """The text2img protocol for a diffusion base model or the cascade: `per_class` samples per class from the
+    training captions, quantized to `levels`, judged: accuracy, Fréchet distance, seconds per image."""
+    captions, labels = captions_per_class(per_class)
+    images, seconds = diffusion_samples(model, captions, seed, progress=progress, **sampling)
+    return {**sampling, "samples": len(images), "seconds_per_image": seconds,
+            **judge_float_images(judge, images, labels, levels, reference)}
+
+
+def evaluate_super_resolution(sr, judge: Judge, n: int = 500, seed: int = 0, levels: int = 16,
+                              lowres: Tensor | None = None, **sampling) -> dict:
+    """The SR stage on the first `n` official test images: area-downsampled to its input size (or `lowres`
+    given, e.g. the base model's samples), upsampled by the model, judged at `levels` against the labels, with
+    PSNR and sharpness against the originals. Bicubic and the originals are measured on the same images."""
+    test, labels = load_fashion_mnist("test")
+    test, labels = to_float(test[:n]), labels[:n]
+    if lowres is None:
+        lowres = F.interpolate(test, size=sr.config.cond_size, mode="area")
+    captions = [all_captions(int(k))[0] for k in labels]
+    images, seconds = diffusion_samples(sr, captions, seed, lowres=lowres, **sampling)
+    bicubic = F.interpolate(lowres, size=sr.config.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    def row(x: Tensor) -> dict:
+        judged = judge_float_images(judge, x, labels, levels)
+        return {"accuracy": judged["accuracy"], "frechet_distance": judged["frechet_distance"],
+                "psnr_db": psnr(x, test).mean().item(), "sharpness": sharpness(x).mean().item()}
+    return {**sampling, "images": n, "seconds_per_image": seconds, "sr": row(images), "bicubic": row(bicubic),
+            "original": row(test)}

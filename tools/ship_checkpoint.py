@@ -57,20 +57,38 @@ def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder:
     shipped = model_from_state(load_checkpoint(target)).eval()  # measure what learners will load (fp16 weights)
     images, labels = load_fashion_mnist("test")
     images, labels = images[:limit], labels[:limit]
-    bpd = dataset_bits_per_dim(shipped, images, labels).mean().item()
+    diffusion = shipped.config.family == "diffusion"
+    if diffusion:  # no likelihood: the denoising loss at fixed noise on the test images, as training logs it
+        figure = {"test_loss": round(diffusion_test_loss(shipped, images, labels), 5)}
+    else:
+        figure = {"test_bits_per_dim": round(dataset_bits_per_dim(shipped, images, labels).mean().item(), 4)}
     log = folder / f"{name}_log.jsonl"
     shutil.copyfile(run / "log.jsonl", log)
     minutes = state["elapsed_s"] / 60
     if how is None:
         how = (f"{state['step']} steps of batch {train_cfg['batch_size']} ({state['step'] * train_cfg['batch_size']:,} "
-               f"images) in {minutes:.0f} min on a 2-core CPU, one thread, bf16 autocast, sharing the cores with "
+               f"images) in {minutes:.0f} min on a 2-core CPU, one thread, "
+               f"{'fp32, EMA weights' if diffusion else 'bf16 autocast'}, sharing the cores with "
                f"the other course runs: OMP_NUM_THREADS=1 python -m imagen_tutorial train --config "
                f"configs/{name}.toml --out runs/{name}")
-    entry = {"file": target.name, "sha256": file_sha256(target), "kind": "image_model", "size_bytes": size,
+    entry = {"file": target.name, "sha256": file_sha256(target),
+             "kind": "diffusion_model" if diffusion else "image_model", "size_bytes": size,
              "parameters": shipped.num_params(), "config": shipped.config.to_dict(), "train_config": train_cfg,
-             "steps": state["step"], "test_bits_per_dim": round(bpd, 4), "test_images": len(images),
+             "steps": state["step"], **figure, "test_images": len(images), "train_minutes": round(minutes, 1),
              "trained": how, "log": log.name}
     return entry
+
+
+@torch.no_grad()
+def diffusion_test_loss(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The mean denoising loss over test images at seeded t and noise (canonical captions)."""
+    from imagen_tutorial.data import make_caption, resize, to_float
+
+    torch.manual_seed(0)
+    x = to_float(resize(images, model.config.image_size))
+    losses = [model.loss(x[i : i + 250], model.prepare_captions([make_caption(int(k)) for k in labels[i : i + 250]])
+                         if model.reads_caption else None) * len(x[i : i + 250]) for i in range(0, len(x), 250)]
+    return (sum(losses) / len(x)).item()
 
 
 def merge_evaluation(name: str, evaluations: list[dict]) -> dict:
