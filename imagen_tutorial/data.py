@@ -11,6 +11,7 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -58,13 +59,31 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _read_sums(path: Path) -> dict[str, str]:
+    """file name -> sha256 from a `sha256sum` listing ("<64 hex digits>  <name>" per line; "*name" is fine)."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file of checksums. {_RESTORE}") from None
+    sums = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            raise ValueError(f"{path} line {number} is not '<sha256>  <file name>' (64 hex digits, then the name): "
+                             f"{line[:80]!r}. {_RESTORE}")
+        sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
 @functools.cache
 def _unpack(data_dir: Path) -> Path:
     """Verify the .gz files in data_dir and unpack them for torchvision; return torchvision's root folder."""
     sums_file = data_dir / "SHA256SUMS"
     if not sums_file.exists():
         raise FileNotFoundError(f"Fashion-MNIST checksum file {sums_file} is missing. {_RESTORE}")
-    expected = dict(line.split()[::-1] for line in sums_file.read_text().splitlines() if line.strip())
+    expected = _read_sums(sums_file)
     root = data_dir.parent
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -72,7 +91,9 @@ def _unpack(data_dir: Path) -> Path:
         gz = data_dir / f"{name}.gz"
         if not gz.exists():
             raise FileNotFoundError(f"Fashion-MNIST file {gz} is missing. {_RESTORE}")
-        if _sha256(gz) != expected.get(gz.name):
+        if gz.name not in expected:
+            raise ValueError(f"{sums_file} has no line for {gz.name}, so it cannot be checked. {_RESTORE}")
+        if _sha256(gz) != expected[gz.name]:
             raise ValueError(f"Fashion-MNIST file {gz} is corrupted (its sha256 differs from SHA256SUMS). {_RESTORE}")
         target = raw / name
         if target.exists() and _sha256(target) == raw_sha:

@@ -20,8 +20,9 @@ PAD, BOS = "<pad>", "<bos>"
 
 
 def split_words(text: str) -> list[str]:
-    """Lower-case words; punctuation other than the hyphen in "t-shirt" is dropped."""
-    return re.sub(r"[^a-z0-9\-\s]", " ", text.lower()).split()
+    """Lower-case words; ASCII punctuation other than the hyphen in "t-shirt" is dropped. Any other character
+    stays in its word, so a word in another script is reported as unknown instead of silently vanishing."""
+    return re.sub(r"[!-,./:-@\[-`{-~]", " ", text.lower()).split()
 
 
 class Tokenizer:
@@ -45,22 +46,32 @@ class Tokenizer:
                 words = self.vocab[2:]
                 close = difflib.get_close_matches(word, words, n=3, cutoff=0.6)
                 hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+                if not word.isascii():
+                    hint += "the model reads English captions only; "
                 raise ValueError(
                     f"caption word {word!r} (in {text!r}) is not in the vocabulary; {hint}"
                     f"the model knows only these words: {', '.join(words)}"
                 )
             ids.append(self.ids[word])
+        if len(ids) == 1 and text.strip():  # only punctuation: refuse rather than draw unconditionally
+            raise ValueError(f"caption {text!r} has no words; use '' for the empty (unconditional) caption")
         return ids
 
-    def encode(self, texts: str | Sequence[str], max_len: int | None = None) -> Tensor:
-        """One caption or a list -> LongTensor [B, S], S = longest caption + 1 (<bos>), or `max_len` if given."""
-        if isinstance(texts, str):
-            texts = [texts]
+    def encode(self, texts: str | Sequence[str], max_len: int | None = None, limit: int | None = None) -> Tensor:
+        """One caption or a list -> LongTensor [B, S], S = longest caption + 1 (<bos>), or `max_len` if given.
+        Captions longer than `max_len` (or `limit`, which refuses without padding) tokens raise ValueError."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("no captions given: pass a caption or a list of them ('' is the empty caption)")
+        for text in texts:
+            if not isinstance(text, str):
+                raise ValueError(f"captions must be strings; got {type(text).__name__} {text!r:.40}")
         rows = [self._ids(t) for t in texts]
         longest = max(len(r) for r in rows)
-        if max_len is not None and longest > max_len:
-            raise ValueError(f"caption {texts[[len(r) for r in rows].index(longest)]!r} has {longest - 1} words; "
-                             f"the model reads at most {max_len - 1}")
+        most = max_len if max_len is not None else limit
+        if most is not None and longest > most:
+            raise ValueError(f"caption {texts[[len(r) for r in rows].index(longest)]!r} has {longest - 1} words "
+                             f"but this model reads at most {most - 1}")
         width = max_len or longest
         return torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
 

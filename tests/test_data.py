@@ -100,7 +100,7 @@ def test_unknown_caption_word_names_close_matches():
 
 
 def test_too_long_caption_is_refused():
-    with pytest.raises(ValueError, match="has 7 words; the model reads at most 4"):
+    with pytest.raises(ValueError, match="has 7 words but this model reads at most 4"):
         Tokenizer().encode("a photo of a pair of trousers", max_len=5)
 
 
@@ -130,3 +130,18 @@ def test_condition_builders():
     tokens = build_condition("caption", batch, labels[:4])
     assert Tokenizer().decode(tokens)[0] == make_caption(int(labels[0]))
     assert build_condition("none", batch, labels[:4]) is None
+
+
+@pytest.mark.parametrize(
+    "sums, message",
+    [
+        ("not a checksum line\n", r"SHA256SUMS line 1 is not '<sha256>  <file name>'.*git checkout"),
+        ("abc123  t10k-images-idx3-ubyte.gz\n", r"SHA256SUMS line 1 is not '<sha256>  <file name>'"),
+        ("", r"SHA256SUMS has no line for train-images-idx3-ubyte\.gz, so it cannot be checked"),
+    ],
+)
+def test_malformed_checksum_file_names_the_line(tmp_path, sums, message):
+    folder = _copy_data(tmp_path)
+    (folder / "SHA256SUMS").write_text(sums)
+    with pytest.raises(ValueError, match=message):
+        load_fashion_mnist("test", folder)
