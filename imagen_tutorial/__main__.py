@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_model
 from .config import ModelConfig, TrainConfig
-from .data import load_fashion_mnist, make_caption, quantize, resize
+from .data import load_fashion_mnist, make_caption, quantize, resize, to_float
 from .metrics import (
     classify_accuracy,
     conditions_from_test_set,
@@ -27,9 +27,10 @@ from .metrics import (
     judge_input,
     reference_features,
 )
+from .model import ImageTransformer
 from .pretrained import load_pretrained, read_manifest
 from .train import TrainingDiverged, train
-from .viz import save_generation_gif, save_grid
+from .viz import save_denoising_gif, save_generation_gif, save_grid
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -88,14 +89,79 @@ def _conditions(model, captions: list[str], n: int):
     return conditions_from_test_set(c, n)[0], n
 
 
+def load_any(spec: str, device: str | torch.device = "cpu", sr: str | None = None):
+    """A model from a checkpoint file, or a shipped one by name ("text2img", "diffusion_base", "cascade", ...);
+    with `sr`, a Cascade of the base `spec` and the SR checkpoint `sr`."""
+    from .cascade import Cascade
+
+    if sr is not None:
+        base = load_any(spec, device)
+        stage = load_any(sr, device)
+        return Cascade(base, stage)
+    if not Path(spec).exists() and (spec == "cascade" or spec in read_manifest()):
+        return load_pretrained(spec, device)
+    return load_model(spec, device)
+
+
+def _threshold(text: str):
+    """--threshold: a percentile such as 0.995 (dynamic thresholding), 'static' or 'none'."""
+    if text in ("static", "none"):
+        return None if text == "none" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentile (e.g. 0.995), 'static' or 'none'") from None
+
+
+def _float_image_grid(images: torch.Tensor, path, nrow: int, levels: int = 16) -> Path:
+    """Save float images [B, 1, H, W] in [0, 1] as a grid of `levels` grey levels (as they are judged)."""
+    return save_grid(quantize(images[:, 0].clamp(0, 1).cpu(), levels), levels, path, nrow=nrow,
+                     scale=8 if images.shape[-1] <= 14 else 4)
+
+
+def sample_diffusion(args: argparse.Namespace, model) -> None:
+    """`sample` for a diffusion base model, an SR stage (on test images) or the cascade."""
+    from .cascade import Cascade
+
+    captions = args.caption or [make_caption(k) for k in range(10)]
+    captions = [cap for cap in captions for _ in range(args.n)]
+    generator = torch.Generator().manual_seed(args.seed)
+    trajectory = [] if args.gif else None
+    sampling = {"sampler": args.sampler, "threshold": args.threshold, "generator": generator,
+                "trajectory": trajectory}
+    guidance = 3.0 if args.guidance is None else args.guidance
+    if isinstance(model, Cascade):
+        images = model.generate(captions, guidance=(guidance, args.sr_guidance), aug_level=args.aug_level,
+                                steps=(args.steps, args.sr_steps or args.steps), **sampling)
+    elif model.reads_lowres:  # an SR stage alone: upsample test images, downsampled to its input size
+        if args.caption:
+            raise ValueError("an SR stage alone upsamples test images (with their captions): drop --caption, or "
+                             "sample the whole cascade with --checkpoint cascade")
+        test, labels = load_fashion_mnist("test")
+        lowres = torch.nn.functional.interpolate(to_float(test[: args.n]), size=model.config.cond_size, mode="area")
+        captions = [make_caption(int(k)) for k in labels[: args.n]]
+        images = model.generate(captions, lowres=lowres, aug_level=args.aug_level, steps=args.steps,
+                                guidance=args.sr_guidance, **sampling)
+    else:
+        images = model.generate(captions if model.reads_caption else None, steps=args.steps, guidance=guidance,
+                                batch_size=None if model.reads_caption else args.n, **sampling)
+    nrow = args.n if args.caption or len(images) > 10 else min(len(images), 10)
+    print(f"wrote {_float_image_grid(images, args.out, nrow)}")
+    if args.gif:
+        print(f"wrote {save_denoising_gif(trajectory, args.gif, nrow=nrow)}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
-    model = load_model(args.checkpoint, device)
+    model = load_any(args.checkpoint, device, args.sr_checkpoint)
+    if not isinstance(model, ImageTransformer):
+        return sample_diffusion(args, model)
     cond, count = _conditions(model, args.caption, args.n)
     if isinstance(cond, torch.Tensor):
         cond = cond.to(device)
     generator = torch.Generator(device).manual_seed(args.seed)
-    images = model.generate(cond, temperature=args.temperature, top_k=args.top_k, guidance=args.guidance,
+    guidance = 1.0 if args.guidance is None else args.guidance
+    images = model.generate(cond, temperature=args.temperature, top_k=args.top_k, guidance=guidance,
                             use_cache=not args.no_cache, generator=generator, batch_size=count, progress=True)
     nrow = args.n if model.config.condition == "caption" and args.n > 1 else min(count, 10)
     print(f"wrote {save_grid(images, model.config.levels, args.out, nrow=nrow)}")
@@ -140,7 +206,51 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
     return result
 
 
+def evaluate_diffusion(spec: str, sr: str | None = None, per_class: int = 50, guidance=(3.0,), sr_guidance: float = 1.0,
+                       steps: int = 50, sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
+                       threshold=0.995, seed: int = 0, progress: bool = False) -> dict:
+    """The text2img protocol for a diffusion base model or the cascade (`per_class` samples per class, judged at
+    16 levels: accuracy, Fréchet distance, seconds per image) at each base guidance; for an SR stage alone, its
+    upsampling of the first 10*per_class real test images (judge, PSNR, sharpness; bicubic and the originals)."""
+    from .cascade import Cascade
+    from .metrics import evaluate_diffusion_generation, evaluate_super_resolution
+
+    model = load_any(spec, "cpu", sr)
+    if per_class < 1:
+        raise ValueError(f"--per-class must be >= 1 for a diffusion model, got {per_class}")
+    judge = load_pretrained("classifier")
+    reference = reference_features(judge, levels=16)
+    common = {"sampler": sampler, "threshold": threshold}
+    runs = []
+    for g in guidance:
+        if isinstance(model, Cascade):
+            run = evaluate_diffusion_generation(model, judge, per_class, seed, reference, progress=progress,
+                                                guidance=(g, sr_guidance), steps=(steps, sr_steps or steps),
+                                                aug_level=aug_level, **common)
+            run.update(guidance=g, sr_guidance=sr_guidance, steps=steps, sr_steps=sr_steps or steps)
+        elif model.reads_lowres:
+            run = evaluate_super_resolution(model, judge, 10 * per_class, seed, aug_level=aug_level, steps=steps,
+                                            guidance=g, **common)
+        else:
+            run = evaluate_diffusion_generation(model, judge, per_class, seed, reference, progress=progress,
+                                                guidance=g, steps=steps, **common)
+        runs.append(run)
+    kind = "cascade" if isinstance(model, Cascade) else "diffusion_sr" if model.reads_lowres else "diffusion_base"
+    result = {"checkpoint": str(spec) if sr is None else f"{spec} + {sr}", "kind": kind, "family": "diffusion",
+              "images": 10 * per_class, "levels": 16, "parameters": model.num_params(), **runs[0]}
+    if len(runs) > 1:
+        result["by_guidance"] = runs
+    return result
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.sr_checkpoint or not isinstance(load_any(args.checkpoint), ImageTransformer):
+        per_class = 50 if args.per_class is None else args.per_class
+        result = evaluate_diffusion(args.checkpoint, args.sr_checkpoint, per_class, args.guidance or [3.0],
+                                    args.sr_guidance, args.steps, args.sr_steps, args.aug_level, args.sampler,
+                                    args.threshold, args.seed, progress=not args.json)
+        print(json.dumps(result) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+        return
     result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device,
                                  args.per_class, args.guidance or [1.0], args.seed, progress=not args.json,
                                  temperature=args.temperature)
@@ -212,6 +322,19 @@ def demo_train(args: argparse.Namespace) -> None:
     print(f"wrote {gif}")
 
 
+def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("diffusion models and the cascade (--checkpoint cascade, diffusion_base, a file)")
+    group.add_argument("--sr-checkpoint", help="with a diffusion base --checkpoint: the SR stage, making a cascade")
+    group.add_argument("--steps", type=int, default=50, help="sampler steps (the base stage's, in a cascade)")
+    group.add_argument("--sr-steps", type=int, default=None, help="the SR stage's steps (default: --steps)")
+    group.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    group.add_argument("--sr-guidance", type=float, default=1.0, help="the SR stage's guidance")
+    group.add_argument("--aug-level", type=float, default=0.2,
+                       help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
+    group.add_argument("--threshold", type=_threshold, default=0.995,
+                       help="dynamic thresholding percentile (Imagen: 0.995), 'static' (clip) or 'none'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m imagen_tutorial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,14 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--caption", action="append", default=[], help="repeatable; default: one per class")
     p.add_argument("--n", type=int, default=1, help="images per caption (or in all, for other conditions)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (1 = none; default 1, or 3 for a diffusion base stage)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="recompute every step (slow; for comparison)")
     p.add_argument("--out", default="samples.png")
-    p.add_argument("--gif", help="also write the generation-order GIF here")
+    p.add_argument("--gif", help="also write the generation-order GIF (diffusion: the denoising trajectory) here")
     p.add_argument("--device", default="cpu")
+    _add_diffusion_flags(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint, and the judge's verdict on its samples")
@@ -252,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_diffusion_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="draw a row of images per class with the shipped text2img model "

@@ -56,14 +56,16 @@ class Cascade(nn.Module):
     @torch.no_grad()
     def generate(self, captions: str | Sequence[str], guidance=(3.0, 1.0), steps=(50, 50), aug_level: float = 0.2,
                  sampler="ddim", threshold=0.995, generator: torch.Generator | None = None,
-                 return_lowres: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                 return_lowres: bool = False, trajectory: list | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Captions -> float images [B, 1, 28, 28] in [0, 1] (and the 14×14 stage [B, 1, 14, 14] with
         return_lowres). guidance, steps, sampler and threshold take one value for both stages or a (base, sr)
-        pair; aug_level is the SR stage's noise augmentation level (Imagen: 0.1–0.3)."""
+        pair; aug_level is the SR stage's noise augmentation level (Imagen: 0.1–0.3). trajectory: a list that
+        receives (x_t, x̂₀) at every step of the base stage, then of the SR stage."""
         guidance, steps = _pair(guidance, "guidance"), _pair(steps, "steps")
         sampler, threshold = _pair(sampler, "sampler"), _pair(threshold, "threshold")
         low = self.base.generate(captions, steps=steps[0], guidance=guidance[0], sampler=sampler[0],
-                                 threshold=threshold[0], generator=generator)
+                                 threshold=threshold[0], generator=generator, trajectory=trajectory)
         high = self.sr.generate(captions, lowres=low, aug_level=aug_level, steps=steps[1], guidance=guidance[1],
-                                sampler=sampler[1], threshold=threshold[1], generator=generator)
+                                sampler=sampler[1], threshold=threshold[1], generator=generator,
+                                trajectory=trajectory)
         return (high, low) if return_lowres else high

@@ -55,6 +55,37 @@ def save_generation_gif(images: Tensor, levels: int, path: str | Path, frames: i
     return path
 
 
+def float_grid(images: Tensor, nrow: int = 10, scale: int = 1, size: int | None = None) -> Image.Image:
+    """Float images [B, 1, H, W] (values outside [0, 1] are clipped) -> one grayscale PIL image, each image
+    resized to `size` (nearest) first if given, so 14×14 and 28×28 stages line up."""
+    x = images.detach().float().cpu().clamp(0, 1)
+    if size is not None and x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
+    grid = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
+    picture = Image.fromarray(grid[0].mul(255).round().to(torch.uint8).numpy(), mode="L")
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
+
+
+def save_denoising_gif(trajectory: list[tuple[Tensor, Tensor]], path: str | Path, nrow: int = 10, scale: int = 4,
+                       size: int | None = None, ms_per_frame: int = 120) -> Path:
+    """Animated GIF of a diffusion sampler's trajectory: at each step, x_t (left) beside the model's current
+    guess x̂₀ (right), both in [-1, 1] as the sampler holds them; the last frame is held for 1.5 s.
+    trajectory: what `generate(..., trajectory=[])` collected, (x_t, x̂₀) per step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = size or max(x.shape[-1] for x, _ in trajectory)
+    pictures = []
+    for x_t, x0 in trajectory:
+        left, right = float_grid((x_t + 1) / 2, nrow, scale, size), float_grid((x0 + 1) / 2, nrow, scale, size)
+        frame = Image.new("L", (left.width * 2 + 8 * scale, left.height), 255)
+        frame.paste(left, (0, 0))
+        frame.paste(right, (left.width + 8 * scale, 0))
+        pictures.append(frame)
+    durations = [ms_per_frame] * (len(pictures) - 1) + [1500]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    return path
+
+
 def plot_attention(weights: Tensor, image_size: int, query: int, ax=None):
     """Draw one query pixel's attention weights [T] (or [T_q, T] with `query` as row) over the image."""
     import matplotlib.pyplot as plt
