@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import build_model, check_config, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, check_value
 from .data import (
     NOUN_PHRASES,
     all_captions,
@@ -44,9 +47,30 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says which step the kept checkpoint holds and how to continue."""
+
+
+# On resume these fix which images each step reads, so the resumed run could not be the same run.
+FIXED_ON_RESUME = ("batch_size", "accum_steps", "seed", "train_images")
+# On resume these are applied to the optimizer and the LR schedule from the resumed step on.
+SCHEDULE_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "steps", "weight_decay", "betas", "schedule", "max_minutes")
+
+
 def pick_device(name: str = "auto") -> torch.device:
+    """auto: cuda, then mps, then cpu. Any other name is parsed and refused if this machine lacks that device."""
+    check_value("device", name, "device")
     if name != "auto":
-        return torch.device(name)
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={name!r}, but PyTorch sees no CUDA GPU on this machine "
+                             f"(torch.cuda.is_available() is False): use --device cpu, or auto")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0: use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, or auto")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device={name!r}, but this machine has no Apple GPU (MPS): use --device cpu, or auto")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -313,11 +337,44 @@ class Trainer:
                 "model_config": self.model_cfg.to_dict(), "train_config": self.cfg.to_dict(), "rng": rng,
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
+    saved_step: int | None = None  # the step OUT/checkpoint.pt holds (None: nothing saved or loaded yet)
+    _unsaved_losses: list = []  # the losses of the steps since then (run() keeps them)
+
     def save(self) -> None:
+        """Write OUT/checkpoint.pt atomically, and only a good state: if a loss since the last save or any weight
+        is NaN or inf, raise TrainingDiverged without writing, so the last good checkpoint is kept."""
+        problem = self._bad_state()
+        if problem:
+            raise self._diverged(problem)
         if self.rank == 0:
             save_checkpoint(self.state_dict(), self.out / "checkpoint.pt")
         if self.world > 1:
             dist.barrier()
+        self.saved_step, self._unsaved_losses = self.step, []
+
+    def _bad_state(self) -> str | None:
+        """What is wrong with the current state (a NaN or inf loss since the last save, or weight), or None."""
+        losses = self._unsaved_losses
+        mean = torch.stack(losses).float().mean() if losses else torch.zeros((), device=self.device)
+        weights = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        good = torch.stack([mean.isfinite(), weights]).float().to(self.device)
+        if self.world > 1:  # every process must take the same decision, or the barrier waits forever
+            dist.all_reduce(good, op=dist.ReduceOp.MIN)
+        loss_ok, weights_ok = good.tolist()
+        if not loss_ok:
+            return f"the loss became {mean.item()}"
+        return None if weights_ok else "the weights became NaN or inf (the loss was still finite)"
+
+    def _diverged(self, problem: str) -> TrainingDiverged:
+        kept = self.out / "checkpoint.pt"
+        if self.saved_step is None:
+            where, then = "no checkpoint was written (there was no good state to keep yet)", "train again"
+        else:
+            where, then = f"{kept} is the last good state (step {self.saved_step})", "resume with --resume"
+        return TrainingDiverged(
+            f"{problem} by step {self.step}; training stopped without saving, so {where}. Lower lr (now "
+            f"{self.cfg.lr}; a new --lr is applied on resume), keep grad_clip on, or use precision='fp32', "
+            f"then {then}.")
 
     def load(self, path: Path) -> None:
         """Restore everything from a checkpoint of the same model config (else an error naming the fields)."""
@@ -337,6 +394,48 @@ class Trainer:
                 torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         else:
             torch.manual_seed(self.cfg.seed + 1 + self.rank + 1000 * self.step)
+        self._resume_with(state, path)
+
+    def _resume_with(self, state: dict, path: Path) -> None:
+        """Continue the checkpoint's run under this run's config. Schedule fields that changed (SCHEDULE_FIELDS)
+        are applied to the optimizer and the LR schedule from this step on, and said in one line and in the log;
+        fields that fix the training data's order (FIXED_ON_RESUME) cannot change. The saved config stays the
+        one that ran: it keeps each change, with its step, in extra["resumed"]."""
+        self.saved_step = self.step
+        if "train_config" not in state:  # written by export_model: weights only
+            return
+        saved, now = {**TrainConfig().to_dict(), **state["train_config"]}, self.cfg.to_dict()
+
+        def same(a, b) -> bool:  # a tuple comes back from some files as a list
+            return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+        fixed = [f"{k}={saved[k]!r} in the checkpoint but {now[k]!r} here" for k in FIXED_ON_RESUME
+                 if not same(saved[k], now[k])]
+        if fixed:
+            raise ValueError(
+                f"checkpoint {path} cannot continue with another {', '.join(FIXED_ON_RESUME)} ({'; '.join(fixed)}): "
+                f"they fix which images each step reads. Resume with the checkpoint's values (drop those flags), "
+                f"or train into a new --out.")
+        if self.step >= self.cfg.steps:
+            raise ValueError(f"checkpoint {path} is already at step {self.step} and steps={self.cfg.steps}: nothing "
+                             f"is left to train. Raise --steps to continue (the cosine then ends at the new steps).")
+        changed = {k: [saved[k], now[k]] for k in SCHEDULE_FIELDS if not same(saved[k], now[k])}
+        history = list(saved["extra"].get("resumed", [])) if isinstance(saved["extra"], dict) else []
+        if changed:
+            for group in self.optimizer.param_groups:
+                group["initial_lr"], group["betas"] = self.cfg.lr, self.cfg.betas
+            self.optimizer.param_groups[0]["weight_decay"] = self.cfg.weight_decay  # the decay group comes first
+            # the schedule at this step with the new values: lr = lr · lr_factor(step, new config)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, functools.partial(lr_factor, cfg=self.cfg), last_epoch=self.step - 1)
+            history.append({"step": self.step, **changed})
+            if self.rank == 0:
+                print(f"resuming {path} at step {self.step} with "
+                      f"{', '.join(f'{k} {a} -> {b}' for k, (a, b) in changed.items())} "
+                      f"(the run so far used the old values)")
+            self.log({"step": self.step, "resumed_with": changed})
+        if history:
+            self.cfg = dataclasses.replace(self.cfg, extra={**self.cfg.extra, "resumed": history})
 
     def log(self, row: dict) -> None:
         if self.rank == 0:
@@ -362,7 +461,47 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
 
     def run(self) -> dict:
-        """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures."""
+        """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures.
+
+        Ctrl-C (SIGINT) stops after the current step: that step is saved if it is good, and TrainingInterrupted
+        says which step the kept checkpoint holds and how to continue. A second Ctrl-C stops at once."""
+        self._unsaved_losses, self._stop_requested, self._bar = [], False, None
+        handler = threading.current_thread() is threading.main_thread()  # signals reach only the main thread
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if handler else None
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+        finally:
+            if handler:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:  # the second Ctrl-C: stop now (an atomic save in progress keeps the old file)
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        if self.rank == 0:
+            print("\nCtrl-C: stopping after this step (press it again to stop at once)", flush=True)
+
+    def _interrupted(self) -> TrainingInterrupted:
+        """Save the current step if it is good (and not saved yet); say what is kept and how to continue."""
+        if self._bar is not None:
+            self._bar.close()
+        kept = self.out / "checkpoint.pt"
+        problem = None
+        if self.step and self.step != self.saved_step:
+            try:
+                self.save()
+            except TrainingDiverged:
+                problem = self._bad_state()
+        if self.saved_step is None:
+            return TrainingInterrupted(f"stopped at step {self.step} before any checkpoint was written"
+                                       f"{f' ({problem})' if problem else ''}; nothing is kept: train again")
+        bad = f", where {problem}, so it was not saved" if problem else ""
+        return TrainingInterrupted(f"stopped at step {self.step}{bad}; the checkpoint at step {self.saved_step} is "
+                                   f"kept in {kept}; continue with --resume (Trainer(..., resume=True))")
+
+    def _run(self) -> dict:
         from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
         cfg = self.cfg
@@ -373,7 +512,7 @@ class Trainer:
         flops = self.model.flops_per_image(cond_len)  # training FLOPs per image (chapter 05 derives it)
         peak = self.peak_flops()
         quiet = not cfg.progress or self.rank != 0 or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet,
+        bar = self._bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet,
                    desc="training", unit="step", dynamic_ncols=True)
         summary: dict = {"step": self.step}
         losses: list[torch.Tensor] = []
@@ -384,26 +523,24 @@ class Trainer:
         while self.step < cfg.steps:
             loss, norm = self.train_step()
             losses.append(loss)
+            self._unsaved_losses.append(loss)  # save() checks them
             self.elapsed = elapsed0 + time.perf_counter() - start
             out_of_time = bool(cfg.max_minutes) and self.elapsed >= 60 * cfg.max_minutes
             save_due = bool(cfg.ckpt_minutes) and self.elapsed - saved_at >= 60 * cfg.ckpt_minutes
-            if self.world > 1 and (cfg.max_minutes or cfg.ckpt_minutes):  # every process decides alike
-                flags = torch.tensor([float(out_of_time), float(save_due), self.elapsed], device=self.device,
-                                     dtype=torch.float64)
+            if self.world > 1:  # every process decides alike (a Ctrl-C may reach them a step apart)
+                flags = torch.tensor([float(out_of_time), float(save_due), self.elapsed, float(self._stop_requested)],
+                                     device=self.device, dtype=torch.float64)
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
                 out_of_time, save_due = bool(flags[0].item()), bool(flags[1].item())
                 self.elapsed = flags[2].item()  # one clock for all, so schedule="time" gives every rank one lr
+                self._stop_requested = bool(flags[3].item())
             self._time_schedule_lr()
             done = self.step >= cfg.steps or out_of_time
             if self.step % cfg.log_every == 0 or done or self.step % cfg.ckpt_every == 0:
                 mean = torch.stack(losses).mean().item()  # one device sync per log interval
                 if not math.isfinite(mean):
                     bar.close()
-                    kept = self.out / "checkpoint.pt"
-                    raise TrainingDiverged(
-                        f"the loss became {mean} by step {self.step}; training stopped without saving, so "
-                        f"{kept if kept.exists() else 'no checkpoint'} is the last good state. Lower lr (now "
-                        f"{cfg.lr}), keep grad_clip on, or use precision='fp32', then resume with --resume.")
+                    raise self._diverged(f"the loss became {mean}")
                 now = time.perf_counter()
                 img_s = (self.step - mark_step) * cfg.batch_size / max(now - mark, 1e-9)
                 lr = self.optimizer.param_groups[0]["lr"]  # the next step's (set by the scheduler or the clock)
@@ -427,6 +564,8 @@ class Trainer:
                 self.save()
                 saved_at = self.elapsed
             bar.update(1)
+            if self._stop_requested:  # Ctrl-C during this step: run() saves it and says how to continue
+                raise KeyboardInterrupt
             if out_of_time:
                 bar.write(f"stopped after {cfg.max_minutes} minutes at step {self.step} (checkpoint saved)")
                 break

@@ -1,9 +1,15 @@
 """Bad input, class by class: each gets a clear error that says what was wrong and what to do, and nothing saved
 is lost. (Config fields: test_config.py; checkpoint files: test_checkpoint.py; data files: test_data.py.)"""
 
+import signal
+
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_config, tiny_model
+
+from imagen_tutorial import TrainConfig, load_checkpoint
+from imagen_tutorial.train import Trainer, TrainingDiverged, TrainingInterrupted, lr_factor, pick_device
+from imagen_tutorial.viz import read_log
 
 # ---------------------------------------------------------------- model inputs
 
@@ -96,3 +102,124 @@ def test_sampling_arguments_are_range_checked(kwargs, message):
     cond = None if "batch_size" in kwargs else ["a bag"]
     with pytest.raises(ValueError, match=message):
         tiny_model("caption" if cond else "none").generate(cond, **kwargs)
+
+
+# ---------------------------------------------------------------- training: nothing saved is ever lost
+
+
+def _trainer(tmp_path, train_slice, resume=False, **overrides):
+    values = dict(batch_size=16, steps=6, warmup_steps=2, log_every=100, eval_every=0, ckpt_every=100,
+                  progress=False, seed=3)
+    return Trainer(tiny_config(), TrainConfig(**{**values, **overrides}), tmp_path, resume=resume, data=train_slice)
+
+
+def _patch_step(monkeypatch, trainer, at: int, action):
+    """Run `action(loss)` right after optimizer step `at`; it returns the loss train_step reports."""
+    original = trainer.train_step
+
+    def step():
+        loss, norm = original()
+        return (action(loss) if trainer.step == at else loss), norm
+
+    monkeypatch.setattr(trainer, "train_step", step)
+
+
+def _nan_weights(trainer):
+    def action(loss):
+        with torch.no_grad():
+            trainer.model.decoder.head.weight.fill_(float("nan"))
+        return loss
+    return action
+
+
+@pytest.mark.parametrize("what", ["loss", "weights"])
+def test_a_time_triggered_save_never_writes_a_nan_state(tmp_path, train_slice, monkeypatch, what):
+    trainer = _trainer(tmp_path, train_slice, ckpt_minutes=1e-7)  # a save is due after every step
+    nan_loss = lambda loss: loss * float("nan")  # noqa: E731
+    _patch_step(monkeypatch, trainer, 3, nan_loss if what == "loss" else _nan_weights(trainer))
+    expected = "the loss became nan" if what == "loss" else "the weights became NaN or inf"
+    with pytest.raises(TrainingDiverged, match=rf"{expected}.* by step 3; training stopped without saving, so "
+                                               rf".*checkpoint\.pt is the last good state \(step 2\)"):
+        trainer.run()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_ctrl_c_saves_the_step_and_says_how_to_continue(tmp_path, train_slice, monkeypatch):
+    trainer = _trainer(tmp_path, train_slice)
+
+    def interrupt(loss):
+        raise KeyboardInterrupt  # as if Ctrl-C landed just after step 3
+
+    _patch_step(monkeypatch, trainer, 3, interrupt)
+    with pytest.raises(TrainingInterrupted, match=r"stopped at step 3; the checkpoint at step 3 is kept in "
+                                                  r".*checkpoint\.pt; continue with --resume"):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert _trainer(tmp_path, train_slice, resume=True).run()["step"] == 6
+
+
+def test_a_real_sigint_stops_after_the_step_it_lands_in(tmp_path, train_slice, monkeypatch):
+    before = signal.getsignal(signal.SIGINT)
+    trainer = _trainer(tmp_path, train_slice)
+    _patch_step(monkeypatch, trainer, 2, lambda loss: signal.raise_signal(signal.SIGINT) or loss)
+    with pytest.raises(TrainingInterrupted, match="stopped at step 2; the checkpoint at step 2 is kept"):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+
+
+def test_ctrl_c_after_the_loss_became_nan_keeps_the_last_good_checkpoint(tmp_path, train_slice, monkeypatch):
+    trainer = _trainer(tmp_path, train_slice, ckpt_every=2, log_every=100)
+    original = trainer.train_step
+
+    def step():
+        loss, norm = original()
+        if trainer.step == 3:
+            trainer._unsaved_losses.append(loss * float("nan"))  # step 3's loss was NaN...
+            raise KeyboardInterrupt  # ...and then Ctrl-C
+        return loss, norm
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    with pytest.raises(TrainingInterrupted, match=r"stopped at step 3, where the loss became nan, so it was not "
+                                                  r"saved; the checkpoint at step 2 is kept"):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
+def test_resume_applies_a_lower_lr_and_records_it(tmp_path, train_slice, capsys):
+    trainer = _trainer(tmp_path, train_slice, lr=2e-3)
+    for _ in range(3):
+        trainer.train_step()
+    trainer.save()
+    resumed = _trainer(tmp_path, train_slice, resume=True, lr=5e-4, steps=8)
+    assert "resuming" in capsys.readouterr().out
+    expected = 5e-4 * lr_factor(3, resumed.cfg)  # the new schedule at the resumed step
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([expected, expected])
+    resumed.run()
+    lrs = [row["lr"] for row in read_log(tmp_path / "log.jsonl") if "lr" in row]
+    assert lrs[-1] == pytest.approx(5e-4 * lr_factor(8, resumed.cfg))
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["train_config"]
+    assert saved["lr"] == 5e-4 and saved["extra"]["resumed"] == [{"step": 3, "lr": [2e-3, 5e-4], "steps": [6, 8]}]
+
+
+def test_resume_refuses_fields_that_fix_the_data_order(tmp_path, train_slice):
+    _trainer(tmp_path, train_slice).save()
+    with pytest.raises(ValueError, match=r"cannot continue with another batch_size, accum_steps, seed, train_images "
+                                         r"\(batch_size=16 in the checkpoint but 32 here\).*train into a new --out"):
+        _trainer(tmp_path, train_slice, resume=True, batch_size=32)
+
+
+def test_resume_with_nothing_left_to_train_says_so(tmp_path, train_slice):
+    trainer = _trainer(tmp_path, train_slice, steps=2)
+    trainer.run()
+    with pytest.raises(ValueError, match="is already at step 2 and steps=2: nothing is left to train. Raise --steps"):
+        _trainer(tmp_path, train_slice, resume=True, steps=2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_a_device_this_machine_lacks_is_refused():
+    with pytest.raises(ValueError, match=r"device='cuda', but PyTorch sees no CUDA GPU.*use --device cpu"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="device='gpu' is not a device: use auto, cpu, cuda, cuda:N or mps"):
+        pick_device("gpu")

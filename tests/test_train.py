@@ -38,7 +38,7 @@ def test_lr_warms_up_then_follows_a_cosine_to_the_floor():
 def test_time_schedule_rejects_a_run_without_a_budget():
     with pytest.raises(ValueError, match="schedule='time' decays the learning rate over max_minutes"):
         TrainConfig(schedule="time")
-    with pytest.raises(ValueError, match="schedule='epochs' is unknown: use steps"):
+    with pytest.raises(ValueError, match="schedule='epochs' is unknown: use one of steps, time"):
         TrainConfig(schedule="epochs")
 
 
