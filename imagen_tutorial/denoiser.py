@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import diffusion
 from .blocks import DecoderBlock
-from .config import ModelConfig
+from .config import ModelConfig, check_value
 from .encoder import TextEncoder, drop_captions
 from .text import Tokenizer
 
@@ -246,17 +246,12 @@ class Denoiser(nn.Module):
 
 
 def _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size) -> None:
-    """Range checks for the sampling arguments, with what to pass instead."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a whole number >= 1 (50 DDIM steps is a good default)")
-    if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not 0 <= guidance <= 100:
-        raise ValueError(f"guidance={guidance!r} must be a number in [0, 100] "
-                         f"(1 = plain conditional, 0 = unconditional)")
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler={sampler!r} is unknown: use 'ddim' (deterministic) or 'ddpm' (ancestral)")
-    if threshold not in (None, "static") and (isinstance(threshold, (bool, str)) or not 0 < threshold <= 1):
-        raise ValueError(f"threshold={threshold!r} must be a percentile in (0, 1] (Imagen: 0.995), 'static' or None")
-    if isinstance(aug_level, bool) or not isinstance(aug_level, (int, float)) or not 0 <= aug_level <= 1:
-        raise ValueError(f"aug_level={aug_level!r} must be a number in [0, 1] (0 = the low-res image as given)")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
+    """The sampling arguments, through the one validation path (config.check_value) with what to pass instead."""
+    check_value("steps", steps, int, low=1, note="50 DDIM steps is a good default; 25 is nearly as good")
+    check_value("guidance", guidance, float, low=0, high=100, note="1 is plain conditional, 0 unconditional")
+    check_value("sampler", sampler, str, choices=("ddim", "ddpm"), note="ddim is deterministic, ddpm ancestral")
+    if threshold not in (None, "static"):
+        check_value("threshold", threshold, float, low=0, high=1, low_open=True,
+                    note="a percentile for dynamic thresholding, Imagen's is 0.995; or 'static' or None")
+    check_value("aug_level", aug_level, float, low=0, high=1, note="0 = the low-res image as given")
+    check_value("batch_size", batch_size, int, low=1, optional=True)

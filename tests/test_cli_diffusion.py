@@ -54,8 +54,8 @@ def test_evaluate_a_cascade_judges_its_samples(stages, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--steps", "0"], "steps=0 must be a whole number >= 1"),
-    (["--aug-level", "-0.5"], r"aug_level=-0.5 must be a number in \[0, 1\]"),
+    (["--steps", "0"], "steps=0 is out of range: use an integer >= 1"),
+    (["--aug-level", "-0.5"], r"aug_level=-0.5 is out of range: use a number in \[0, 1\]"),
     (["--caption", "a photo of a sneeker"], "caption word 'sneeker'"),
 ])
 def test_bad_diffusion_sampling_input_is_one_line(stages, tmp_path, capsys, extra, message):
@@ -72,5 +72,6 @@ def test_a_cascade_refuses_an_autoregressive_stage(stages, tmp_path, capsys):
 
     base, _ = stages
     ar = export_model(tiny_model(), tmp_path / "ar.pt")
-    assert main(["sample", "--checkpoint", str(base), "--sr-checkpoint", str(ar), "--out", str(tmp_path / "x.png")]) == 2
+    argv = ["sample", "--checkpoint", str(base), "--sr-checkpoint", str(ar), "--out", str(tmp_path / "x.png")]
+    assert main(argv) == 2
     assert "sr stage must be a diffusion model" in capsys.readouterr().err
