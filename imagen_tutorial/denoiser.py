@@ -82,6 +82,11 @@ class Denoiser(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def tokens_per_image(self) -> int:
+        """The sequence the blocks read: the time token and one token per patch."""
+        return 1 + self.side**2
+
     def encode(self, tokens: Tensor | None, drop: Tensor | None = None):
         """Caption tokens [B, S] -> (memory [B, S, d], mask [B, S], pooled [B, d]); rows with drop get the empty
         caption. (None, None, None) for an unconditional model."""

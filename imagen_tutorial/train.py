@@ -547,7 +547,7 @@ class Trainer:
                 figure = {"train_loss": mean} if self.diffusion else {"train_bpd": mean / math.log(2)}
                 summary = {"step": self.step, **figure, "lr": lr,
                            "grad_norm": float(norm), "img_per_s": img_s,
-                           "tokens_per_s": img_s * self.model_cfg.seq_len,
+                           "tokens_per_s": img_s * getattr(self.model, "tokens_per_image", self.model_cfg.seq_len),
                            "mfu": img_s * flops / (self.world * peak) if peak else None,  # per GPU
                            "elapsed_s": round(self.elapsed, 2)}
                 if self.device.type == "cuda":
