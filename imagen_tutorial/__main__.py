@@ -10,14 +10,14 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_model
-from .config import ModelConfig, TrainConfig
+from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .config import ModelConfig, Spec, TrainConfig, check_value
 from .data import load_fashion_mnist, make_caption, quantize, resize, to_float
 from .metrics import (
     classify_accuracy,
@@ -27,10 +27,10 @@ from .metrics import (
     judge_input,
     reference_features,
 )
-from .model import ImageTransformer
+from .model import ImageTransformer, check_sampling
 from .pretrained import load_pretrained, read_manifest
-from .train import TrainingDiverged, train
-from .viz import save_denoising_gif, save_generation_gif, save_grid
+from .train import TrainingDiverged, TrainingInterrupted, pick_device, train
+from .viz import check_image_path, save_denoising_gif, save_generation_gif, save_grid
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -46,23 +46,45 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) ->
             group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f"default {f.default}")
 
 
-def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
-    values: dict = {"model": {}, "train": {}}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+def _read_config_file(path: Path) -> dict:
+    """{"model": {...}, "train": {...}} from a TOML (.toml) or JSON file, with errors that name the file."""
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"config file {path} is not a file")
+    try:
         text = path.read_text()
-        if path.suffix == ".toml":
-            import tomllib  # Python >= 3.11
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text file: use a TOML (.toml) or JSON (.json) file") from None
+    import tomllib  # Python >= 3.11
 
-            loaded = tomllib.loads(text)
-        else:
-            loaded = json.loads(text)
-        unknown = set(loaded) - {"model", "train"}
-        if unknown:
-            raise ValueError(f"config file {path} has sections {sorted(unknown)}; use only 'model' and 'train'")
-        values.update({k: dict(v) for k, v in loaded.items()})
+    try:
+        loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        kind = "TOML" if path.suffix == ".toml" else "JSON (files not ending in .toml are read as JSON)"
+        raise ValueError(f"config file {path} is not valid {kind}: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config file {path} holds a {type(loaded).__name__}; it needs 'model' and 'train' sections")
+    unknown = set(loaded) - {"model", "train"}
+    if unknown:
+        raise ValueError(f"config file {path} has sections {sorted(unknown)}; use only 'model' and 'train'")
+    for key, section in loaded.items():
+        if not isinstance(section, dict):
+            raise ValueError(f"config file {path}: section {key!r} must be a table of field = value, got "
+                             f"{type(section).__name__} {section!r:.60}")
+    return loaded
+
+
+def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The checkpoint's own configs when resuming, then the config file, then the flags: each overrides the last."""
+    values: dict = {"model": {}, "train": {}}
+    checkpoint = Path(args.out) / "checkpoint.pt"
+    if args.resume and checkpoint.is_file():  # so `--resume --lr 3e-4` changes only the lr
+        state = load_checkpoint(checkpoint)
+        values = {"model": dict(state.get("model_config", {})), "train": dict(state.get("train_config", {}))}
+    if args.config:
+        for key, section in _read_config_file(Path(args.config)).items():
+            values[key].update(section)
     for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
         for f in dataclasses.fields(cls):
             if getattr(args, f.name, None) is not None:
@@ -151,8 +173,44 @@ def sample_diffusion(args: argparse.Namespace, model) -> None:
         print(f"wrote {save_denoising_gif(trajectory, args.gif, nrow=nrow)}")
 
 
+# The numeric flags of sample, evaluate and demo, checked as config fields are (flags a command lacks are skipped).
+FLAG_SPECS = {
+    "n": Spec(int, 1),
+    "columns": Spec(int, 1),
+    "batch_size": Spec(int, 1),
+    "limit": Spec(int, 1, optional=True, note="leave it out to use the whole split"),
+    "per_class": Spec(int, 0, optional=True, note="0 skips sampling"),
+    "temperature": Spec(float, 0, optional=True, note="0 picks the most likely level; 1 is the model's distribution"),
+    "top_k": Spec(int, 1, optional=True, note="leave it out to keep every level"),
+    "guidance": Spec(float, 0, 100, optional=True, note="1 is plain conditional sampling, 0 unconditional"),
+    "sr_guidance": Spec(float, 0, 100),
+    "steps": Spec(int, 1, optional=True),
+    "sr_steps": Spec(int, 1, optional=True),
+    "steps_diffusion": Spec(int, 1),
+    "minutes": Spec(float, 0, low_open=True),
+    "seed": Spec(int, 0),
+}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse bad flags before any model is loaded or any pixel drawn; output paths included."""
+    for name, spec in FLAG_SPECS.items():
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        for item in value if isinstance(value, list) else [value]:  # evaluate's --guidance repeats
+            spec.check("--" + name.replace("_", "-"), item)
+    if getattr(args, "device", None) is not None:
+        pick_device(args.device)
+    if args.command == "sample":
+        check_image_path(args.out)
+        if args.gif:
+            check_image_path(args.gif, animated=True)
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
-    device = torch.device(args.device)
+    _check_flags(args)
+    device = pick_device(args.device)
     model = load_any(args.checkpoint, device, args.sr_checkpoint)
     if not isinstance(model, ImageTransformer):
         return sample_diffusion(args, model)
@@ -177,14 +235,15 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
     conditional models, the judge's verdict on `per_class` samples per class (default 50; 0 skips) at each
     guidance scale (sampling at `temperature`): conditional accuracy and Fréchet distance to the test set.
     Unconditional models are sampled only when `per_class` is given (Fréchet distance only)."""
-    model = load_model(path, device)
+    limit = check_value("limit", limit, int, low=1, optional=True)
+    per_class = check_value("per_class", per_class, int, low=0, optional=True)
+    batch_size = check_value("batch_size", batch_size, int, low=1)
+    for g in guidance:
+        check_sampling(temperature, guidance=g)
+    model = load_model(path, pick_device(str(device)))
     images, labels = load_fashion_mnist(split)
     if limit is not None:
-        if limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
-    if per_class is not None and per_class < 0:
-        raise ValueError(f"--per-class must be >= 0, got {per_class}")
     bpd = dataset_bits_per_dim(model, images, labels, batch_size)
     c = model.config
     result = {"checkpoint": str(path), "split": split, "images": len(images), "bits_per_dim": bpd.mean().item(),
@@ -244,6 +303,7 @@ def evaluate_diffusion(spec: str, sr: str | None = None, per_class: int = 50, gu
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    _check_flags(args)
     if args.sr_checkpoint or not isinstance(load_any(args.checkpoint), ImageTransformer):
         per_class = 50 if args.per_class is None else args.per_class
         result = evaluate_diffusion(args.checkpoint, args.sr_checkpoint, per_class, args.guidance or [3.0],
@@ -262,6 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    _check_flags(args)
     if args.train:
         return demo_train(args)
     out = Path(args.out)
@@ -319,15 +380,19 @@ def recommended_sampling(path: str | None) -> tuple[float, float]:
 
 def demo_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    run = out / "run"
-    if run.exists():  # the demo's own folder: start fresh each time
-        shutil.rmtree(run)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = out / f"run-{stamp}"
+    for n in range(2, 1000):  # a fresh folder each time: never delete or overwrite what is already in `out`
+        if not run.exists():
+            break
+        run = out / f"run-{stamp}-{n}"
     # 14×14 so that two CPU cores learn recognisable shapes in about a minute (28×28 costs ~4× more per step).
     model_cfg = ModelConfig(image_size=14, levels=16, d_model=64, n_heads=4, n_layers=2, n_enc_layers=1)
     train_cfg = TrainConfig(batch_size=32, steps=args.steps, max_minutes=args.minutes, lr=3e-3, warmup_steps=20,
                             eval_every=0, log_every=10, ckpt_every=args.steps, seed=args.seed)
     print(f"Training a tiny caption-to-image model (14×14 pixels, 16 levels) for {args.steps} steps on "
           f"{'the GPU' if torch.cuda.is_available() else 'the CPU'} (stops after {args.minutes} min at most)")
+    print(f"checkpoint and log go to {run}")
     summary = train(model_cfg, train_cfg, run)
     print(f"train bits/dim after {summary['step']} steps: {summary['train_bpd']:.3f} (knowing nothing: 4.000)")
     model = load_model(run / "checkpoint.pt")
@@ -421,12 +486,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename and error.strerror:  # e.g. PermissionError from the OS
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every error a person can cause (a bad flag, config, checkpoint or path; divergence;
+    Ctrl-C) prints one line on stderr: exit code 2, or 130 for Ctrl-C. Argparse's own errors also exit 2."""
     args = build_parser().parse_args(argv)
+    out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, TrainingDiverged) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt as error:  # TrainingInterrupted says what was kept; a bare Ctrl-C outside training
+        message = str(error) if isinstance(error, TrainingInterrupted) else "interrupted (Ctrl-C) before it finished"
+        print(f"error: {message}", file=sys.stderr)
+        return 130
+    except out_of_memory:
+        print("error: out of GPU memory: lower --batch-size (or raise --accum-steps to keep the batch), or use a "
+              "smaller model", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, CheckpointError, TrainingDiverged) as error:  # OSError: missing, unwritable paths
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

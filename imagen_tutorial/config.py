@@ -139,11 +139,12 @@ class Spec:
     length: int | None = None
     item: Spec | None = None
     note: str = ""
+    optional: bool = False
 
     def check(self, name: str, value: Any) -> Any:
         return check_value(name, value, self.kind, low=self.low, high=self.high, low_open=self.low_open,
                            high_open=self.high_open, choices=self.choices, length=self.length, item=self.item,
-                           note=self.note)
+                           optional=self.optional, note=self.note)
 
 
 class _DictMixin:

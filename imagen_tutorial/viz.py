@@ -7,6 +7,7 @@ plot is drawn, so the package stays quick to import).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -15,6 +16,32 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from .data import dequantize
+
+# What save_grid can write, by extension (each checked with a grayscale grid); the first three also animate.
+IMAGE_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
+                 ".tif": "TIFF", ".tiff": "TIFF", ".pdf": "PDF"}
+ANIMATION_EXTENSIONS = (".png", ".gif", ".webp")
+
+
+def check_image_path(path: str | Path, animated: bool = False) -> Path:
+    """Refuse, before any work is done, an output path Pillow cannot write (animated: as an animation); the
+    message lists the extensions that work."""
+    path = Path(path)
+    Image.init()
+    registry = Image.SAVE_ALL if animated else Image.SAVE
+    usable = [e for e, f in IMAGE_FORMATS.items() if f in registry and (e in ANIMATION_EXTENSIONS or not animated)]
+    if path.suffix.lower() not in usable:
+        what = f"its extension {path.suffix!r} is not one" if path.suffix else "it has no extension"
+        raise ValueError(f"cannot write {'an animation' if animated else 'an image'} to {path}: {what} Pillow "
+                         f"writes{' as an animation' if animated else ''}; use one of {', '.join(usable)}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name inside it, such as {path / ('a' + usable[0])}")
+    folder = next(p for p in path.absolute().parents if p.exists())  # the nearest folder that exists
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path}: the folder {folder} is not writable")
+    return path
 
 
 def image_grid(images: Tensor, levels: int, nrow: int = 10, scale: int = 1) -> Image.Image:
@@ -25,7 +52,7 @@ def image_grid(images: Tensor, levels: int, nrow: int = 10, scale: int = 1) -> I
 
 
 def save_grid(images: Tensor, levels: int, path: str | Path, nrow: int = 10, scale: int = 4) -> Path:
-    path = Path(path)
+    path = check_image_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(images, levels, nrow, scale).save(path)
     return path
@@ -47,7 +74,7 @@ def generation_frames(images: Tensor, levels: int, frames: int = 28, nrow: int =
 def save_generation_gif(images: Tensor, levels: int, path: str | Path, frames: int = 28, nrow: int = 10,
                         scale: int = 4, ms_per_frame: int = 80) -> Path:
     """Animated GIF of the generation order; the last frame (the finished images) is held for 1.5 s."""
-    path = Path(path)
+    path = check_image_path(path, animated=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     pictures = generation_frames(images, levels, frames, nrow, scale)
     durations = [ms_per_frame] * (len(pictures) - 1) + [1500]

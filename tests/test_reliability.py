@@ -1,13 +1,18 @@
 """Bad input, class by class: each gets a clear error that says what was wrong and what to do, and nothing saved
 is lost. (Config fields: test_config.py; checkpoint files: test_checkpoint.py; data files: test_data.py.)"""
 
+import re
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_config, tiny_model
 
-from imagen_tutorial import TrainConfig, load_checkpoint
+import imagen_tutorial.__main__ as cli
+from imagen_tutorial import ImageTransformer, TrainConfig, load_checkpoint
+from imagen_tutorial.__main__ import main
+from imagen_tutorial.checkpoint import export_model
 from imagen_tutorial.train import Trainer, TrainingDiverged, TrainingInterrupted, lr_factor, pick_device
 from imagen_tutorial.viz import read_log
 
@@ -223,3 +228,121 @@ def test_a_device_this_machine_lacks_is_refused():
         pick_device("cuda")
     with pytest.raises(ValueError, match="device='gpu' is not a device: use auto, cpu, cuda, cuda:N or mps"):
         pick_device("gpu")
+
+
+# ---------------------------------------------------------------- the command line: one line, exit code 2
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    return str(export_model(tiny_model("caption"), tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "--top-k", "0"], r"--top-k=0 is out of range: use an integer >= 1"),
+        (["sample", "--temperature", "-1"], r"--temperature=-1.0 is out of range: use a number >= 0"),
+        (["sample", "--guidance", "-3"], r"--guidance=-3.0 is out of range: use a number in \[0, 100\]"),
+        (["sample", "--n", "0"], "--n=0 is out of range: use an integer >= 1"),
+        (["sample", "--device", "gpu"], "device='gpu' is not a device: use auto, cpu, cuda, cuda:N or mps"),
+        (["sample", "--out", "grid.xyz"], r"cannot write an image to grid.xyz: its extension '.xyz' is not one "
+                                          r"Pillow writes; use one of .png, .gif"),
+        (["sample", "--out", "grid"], "cannot write an image to grid: it has no extension"),
+        (["sample", "--gif", "steps.jpg"], "cannot write an animation to steps.jpg: .* use one of .png, .gif, .webp"),
+        (["sample", "--caption", "一只靴子"], "caption word '一只靴子' .*English captions only"),
+        (["evaluate", "--batch-size", "0"], "--batch-size=0 is out of range: use an integer >= 1"),
+        (["evaluate", "--limit", "0"], "--limit=0 is out of range"),
+        (["evaluate", "--guidance", "1", "--guidance", "-1"], "--guidance=-1.0 is out of range"),
+    ],
+)
+def test_bad_sampling_flags_get_one_line_and_exit_code_2(argv, message, tiny_checkpoint, capsys):
+    assert main([argv[0], "--checkpoint", tiny_checkpoint, *argv[1:]]) == 2
+    assert re.search(message, _one_error_line(capsys))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("I am a text file", r"is not a checkpoint file \(it starts with b'I am a text "),
+        (b"\x93\x00\xff" * 50, r"is not a checkpoint file \(it starts with b'\\x93"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_from_the_command_line(tmp_path, capsys, content, message):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    assert main(["sample", "--checkpoint", str(path)]) == 2
+    assert re.search(message, _one_error_line(capsys))
+
+
+@pytest.mark.parametrize(
+    "config, argv, message",
+    [
+        ('[train]\nprogress = "false"\n', [], "TrainConfig.progress='false' is not true or false: write true or false "
+                                             "without quotes"),
+        ('[model]\nlevels = "16"\n', [], "ModelConfig.levels='16' is a string, not an integer"),
+        ("[model\nlevels = 3", [], r"config file .*bad.toml is not valid TOML: .*\(at line 1, column 7\)"),
+        ('model = 5\n', [], "section 'model' must be a table of field = value, got int 5"),
+        ("", ["--log-every", "0"], "TrainConfig.log_every=0 is out of range: use an integer >= 1"),
+        ("", ["--eval-images", "0"], "TrainConfig.eval_images=0 is out of range: use 1..10000"),
+        ("", ["--min-lr-ratio", "-0.1"], r"TrainConfig.min_lr_ratio=-0.1 is out of range: use a number in \[0, 1\]"),
+        ("", ["--weight-decay", "-1"], "TrainConfig.weight_decay=-1.0 is out of range: use a number >= 0"),
+        ("", ["--train-images", "-5"], "TrainConfig.train_images=-5 is out of range"),
+        ("", ["--device", "tpu"], "TrainConfig.device='tpu' is not a device"),
+    ],
+)
+def test_bad_config_values_from_files_and_flags_get_one_line(tmp_path, capsys, config, argv, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(config)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), *argv]) == 2
+    assert re.search(message, _one_error_line(capsys))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_ctrl_c_in_training_from_the_command_line_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "tiny.toml"
+    config.write_text('[model]\nimage_size = 6\nlevels = 8\nd_model = 32\nn_layers = 1\nn_enc_layers = 1\n'
+                      '[train]\nsteps = 50\nbatch_size = 8\neval_every = 0\nprogress = false\ntrain_images = 64\n')
+    original = Trainer.train_step
+
+    def step(self):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 130
+    assert re.search(r"stopped at step 2; the checkpoint at step 2 is kept in .*checkpoint\.pt; continue with "
+                     r"--resume", _one_error_line(capsys))
+    monkeypatch.undo()
+    # --resume alone continues the checkpoint's own configs; a new --lr is applied and said
+    assert main(["train", "--out", str(out), "--resume", "--lr", "1e-4", "--steps", "4"]) == 0
+    assert "with lr 0.002 -> 0.0001, steps 50 -> 4" in capsys.readouterr().out
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+
+def test_demo_train_never_deletes_what_is_in_its_folder(tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "run" / "notes.txt"  # a folder the old demo deleted
+    mine.parent.mkdir()
+    mine.write_text("my notes")
+
+    def quick_train(model_cfg, train_cfg, out):  # the folder logic, without a minute of training
+        assert not Path(out).exists()
+        torch.manual_seed(0)
+        export_model(ImageTransformer(model_cfg), Path(out) / "checkpoint.pt")
+        return {"step": train_cfg.steps, "train_bpd": 4.0}
+
+    monkeypatch.setattr(cli, "train", quick_train)
+    argv = ["demo", "--train", "--steps", "2", "--columns", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0 and main(argv) == 0
+    assert mine.read_text() == "my notes"
+    runs = sorted(tmp_path.glob("run-*"))
+    assert len(runs) == 2 and all((r / "checkpoint.pt").is_file() for r in runs)
+    assert (tmp_path / "samples.png").is_file()
