@@ -151,6 +151,10 @@ def load_checkpoint(path: str | Path, config: ModelConfig | None = None, map_loc
             f"(it writes DIR/checkpoint.pt) or use load_pretrained(name) for a shipped one."
         )
     check_file_structure(path)
+    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type == "cuda" and \
+            not torch.cuda.is_available():  # else torch's refusal would read as a damaged file
+        raise ValueError(f"cannot load {path} onto {map_location}: PyTorch sees no CUDA GPU on this machine; "
+                         f"use map_location='cpu' (--device cpu)")
     try:
         with warnings.catch_warnings():  # damaged bytes can look like an unusual pickle protocol
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)

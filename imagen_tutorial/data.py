@@ -123,8 +123,14 @@ def load_fashion_mnist(split: str = "train", data_dir: str | Path | None = None)
 # ---------------------------------------------------------------- quantization
 def quantize(x: Tensor, levels: int) -> Tensor:
     """uint8 intensities [0, 255] (or floats in [0, 1]) -> LongTensor of levels: (x * levels) // 256."""
-    if not 2 <= levels <= 256:
-        raise ValueError(f"levels={levels} is out of range: use 2..256")
+    from .config import check_value
+
+    levels = check_value("levels", levels, int, low=2, high=256)
+    if not isinstance(x, Tensor) or x.dtype == torch.bool or x.is_complex():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"quantize reads a tensor of uint8 intensities or [0, 1] floats; got {got}")
+    if x.is_floating_point() and x.numel() and not torch.isfinite(x).all():
+        raise ValueError("float images hold NaN or inf values; quantize reads real intensities in [0, 1]")
     if x.is_floating_point():
         if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError("float images must be in [0, 1]; scale them (x / 255) or pass uint8 images")
@@ -142,8 +148,12 @@ def dequantize(q: Tensor, levels: int) -> Tensor:
 # ---------------------------------------------------------------- captions
 def make_caption(label: int, template: int = 0, name: int = 0) -> str:
     """A caption for class `label`: template 0 and the first name give e.g. "a photo of an ankle boot"."""
-    if not 0 <= int(label) < len(CLASS_NAMES):
-        raise ValueError(f"label={label} is not a Fashion-MNIST class: use 0..9 ({', '.join(CLASS_NAMES)})")
+    from .config import check_value
+
+    if isinstance(label, Tensor) and label.numel() == 1 and not label.is_floating_point():
+        label = label.item()  # a label read from a LongTensor of labels
+    label = check_value("label", label, int, low=0, high=len(CLASS_NAMES) - 1,
+                        note=f"a Fashion-MNIST class: {', '.join(CLASS_NAMES)}")
     names = NOUN_PHRASES[int(label)]
     return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)].format(names[name % len(names)])
 

@@ -60,6 +60,8 @@ class Tokenizer:
     def encode(self, texts: str | Sequence[str], max_len: int | None = None, limit: int | None = None) -> Tensor:
         """One caption or a list -> LongTensor [B, S], S = longest caption + 1 (<bos>), or `max_len` if given.
         Captions longer than `max_len` (or `limit`, which refuses without padding) tokens raise ValueError."""
+        if not isinstance(texts, (str, Sequence)) or isinstance(texts, Tensor):
+            raise ValueError(f"captions must be a string or a list of strings; got {type(texts).__name__}")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ValueError("no captions given: pass a caption or a list of them ('' is the empty caption)")

@@ -10,9 +10,10 @@ import torch
 from conftest import tiny_config, tiny_model
 
 import imagen_tutorial.__main__ as cli
-from imagen_tutorial import ImageTransformer, TrainConfig, load_checkpoint
+from imagen_tutorial import ImageTransformer, ModelConfig, Tokenizer, TrainConfig, load_checkpoint
 from imagen_tutorial.__main__ import main
 from imagen_tutorial.checkpoint import export_model
+from imagen_tutorial.data import make_caption, quantize
 from imagen_tutorial.train import Trainer, TrainingDiverged, TrainingInterrupted, lr_factor, pick_device
 from imagen_tutorial.viz import read_log
 
@@ -86,6 +87,31 @@ def test_caption_tokens_longer_than_the_model_reads_name_the_length():
 def test_captions_must_be_strings():
     with pytest.raises(ValueError, match="captions must be strings; got int 3"):
         tiny_model("caption").generate(["a bag", 3])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: quantize(torch.zeros(2, 4, 4, dtype=torch.uint8), 16.5), "levels=16.5 is not a whole number"),
+        (lambda: quantize([[0, 255]], 16), r"quantize reads a tensor of uint8 intensities .*; got list"),
+        (lambda: quantize(torch.full((1, 2, 2), float("nan")), 16), "float images hold NaN or inf values"),
+        (lambda: make_caption(3.7), "label=3.7 is not a whole number: use 0..9"),
+        (lambda: make_caption(10), "label=10 is out of range: use 0..9 \\(a Fashion-MNIST class: t-shirt"),
+        (lambda: Tokenizer().encode(None), "captions must be a string or a list of strings; got NoneType"),
+        (lambda: Tokenizer().encode([]), "no captions given"),
+        (lambda: ModelConfig(d_model=10**6, n_heads=4), "ModelConfig.d_model=1000000 is out of range: use 1..4096"),
+    ],
+)
+def test_data_helpers_and_configs_refuse_nonsense_instead_of_computing_it(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_loading_onto_an_absent_gpu_is_not_called_a_damaged_file(tmp_path):
+    path = export_model(tiny_model(), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="cannot load .* onto cuda: PyTorch sees no CUDA GPU"):
+        load_checkpoint(path, map_location="cuda")
 
 
 # ---------------------------------------------------------------- sampling arguments
