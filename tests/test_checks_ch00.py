@@ -50,7 +50,8 @@ def test_blank_exercises_are_not_attempted(capsys):
     assert check_lowres(blank) is lowres
     assert check_sobel_edges(blank) is sobel_edges
     assert check_quantize(None) is quantize
-    assert capsys.readouterr().out.count(f"not attempted — {REFERENCE}") == 4
+    out = capsys.readouterr().out
+    assert out.count("➖ ") == 4 and out.count(f"not attempted — {REFERENCE}") == 4 and "❌" not in out
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -59,6 +60,8 @@ def test_blank_exercises_are_not_attempted(capsys):
     (lambda x, levels: (x.float() / 255 * (levels - 1)).round().long(), "round(x / 255 * (levels - 1))"),
     (lambda x, levels: (x.float() * levels / 256).floor(), "returned torch.float32; levels are integer"),
     (lambda x, levels: ((x.long() * levels) // 256).to(torch.uint8), "returned torch.uint8; levels are"),
+    (lambda x, levels: (x.float() / 255 * levels).long(), "a white pixel (255) becomes level `levels`"),
+    (lambda x, levels: x.floor_divide_(256 // levels).long(), "it writes into its input `x`"),
 ])
 def test_quantize_mistakes_are_named(capsys, wrong, message):
     assert check_quantize(wrong) is quantize
@@ -74,6 +77,9 @@ def test_quantize_mistakes_are_named(capsys, wrong, message):
     (lambda x, size: my_lowres(x, size)[:, 0], "the channel axis is missing"),
     (lambda x, size: F.avg_pool2d(x[:, None], 28 // size), "arithmetic on the uint8 images"),
     (lambda x, size: x.reshape(-1, 1, size, 28 // size, size, 28 // size).mean((3, 5)), "uint8 images"),
+    (lambda x, size: my_lowres(x, size) * 255 / 256, "divided by 256 instead of 255"),
+    (lambda x, size: F.interpolate(x[:, None].float() / 255, size=(size, size), mode="bilinear"),
+     "bilinear interpolation"),
 ])
 def test_lowres_mistakes_are_named(capsys, wrong, message):
     assert check_lowres(wrong) is lowres
@@ -91,6 +97,13 @@ def _per_image_max(m):
     return m / m.amax(dim=(2, 3), keepdim=True)
 
 
+def _replicate(images):
+    gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    padded = F.pad(images.float().div(255)[:, None], (1, 1, 1, 1), mode="replicate")
+    grad = F.conv2d(padded, torch.stack([gx, gx.T])[:, None])
+    return _per_image_max(grad.pow(2).sum(1, keepdim=True).sqrt())
+
+
 def _magnitude(images):
     gx, gy = _sobel_parts(images)
     return (gx**2 + gy**2).sqrt()
@@ -102,8 +115,43 @@ def _magnitude(images):
     (_magnitude, "the magnitude is not scaled"),
     (lambda x: _magnitude(x) / _magnitude(x).max(), "divided by the whole batch's maximum"),
     (lambda x: my_sobel_edges(x)[..., 1:-1, 1:-1], "needs padding=1"),
+    (lambda x: _per_image_max(_magnitude(x) ** 2), "the squared magnitude"),
+    (lambda x: my_sobel_edges(x)[:, 0], "the channel axis is missing"),
+    (lambda x: _replicate(x), "the border padded by repeating the edge pixels"),
 ])
 def test_sobel_mistakes_are_named(capsys, wrong, message):
     assert check_sobel_edges(wrong) is sobel_edges
     out = capsys.readouterr().out
     assert out.startswith("❌ sobel_edges: ") and message in out and REFERENCE in out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, levels: torch.div(x.long() * levels, 256, rounding_mode="floor"),
+    lambda x, levels: (x.float() / 256 * levels).long(),
+    lambda x, levels: torch.bucketize(x.long(), torch.arange(1, levels) * 256 // levels, right=True),
+], ids=["div-floor", "float-then-long", "bucketize"])
+def test_valid_quantize_alternatives_pass(capsys, answer):
+    assert check_quantize(answer) is answer
+    assert "✅ quantize" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, size: F.interpolate(x.float()[:, None] / 255, size=(size, size), mode="area"),
+    lambda x, size: torch.stack([torch.stack([
+        x[:, i * (28 // size):(i + 1) * (28 // size), j * (28 // size):(j + 1) * (28 // size)].float().mean((1, 2))
+        for j in range(size)], -1) for i in range(size)], -2)[:, None] / 255,
+], ids=["area-interpolation", "loops-over-blocks"])
+def test_valid_lowres_alternatives_pass(capsys, answer):
+    assert check_lowres(answer) is answer
+    assert "✅ lowres" in capsys.readouterr().out
+
+
+def test_sobel_with_one_two_channel_convolution_passes(capsys):
+    def two_channel(images):
+        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        grad = F.conv2d(images[:, None].float() / 255, torch.stack([-gx, -gx.T])[:, None], padding=1)  # flipped
+        magnitude = grad.norm(dim=1, keepdim=True)
+        return magnitude / magnitude.flatten(1).max(1).values.clamp_min(1e-8)[:, None, None, None]
+
+    assert check_sobel_edges(two_channel) is two_channel
+    assert "✅ sobel_edges" in capsys.readouterr().out

@@ -37,6 +37,9 @@ def test_a_correct_feed_forward_is_kept(capsys):
     (lambda x, w1, b1, w2, b2: F.gelu(x @ w1.T + b1) @ w2.T, "the second bias b2 is missing"),
     (lambda x, w1, b1, w2, b2: F.gelu(x @ w1 + b1) @ w2 + b2, "the weights are used untransposed"),
     (lambda x, w1, b1, w2, b2: F.gelu(x @ w1.T + b1, approximate="tanh") @ w2.T + b2, "tanh approximation"),
+    (lambda x, w1, b1, w2, b2: (x @ w1.T + b1) @ w2.T + b2, "the GELU is missing"),
+    (lambda x, w1, b1, w2, b2: F.gelu((x @ w1.T + b1) @ w2.T + b2), "the GELU comes after the second Linear"),
+    (lambda x, w1, b1, w2, b2: F.gelu(x @ w1.T + b2) @ w2.T + b1, "the biases are swapped"),
 ])
 def test_feed_forward_mistakes_are_named_and_the_reference_is_used(capsys, wrong, named):
     assert check_feed_forward(wrong) is feed_forward
@@ -54,6 +57,8 @@ def test_a_correct_pre_ln_sublayer_is_kept(capsys):
     (lambda x, f, norm: f(norm(x)), "the residual is missing"),
     (lambda x, f, norm: x + norm(f(x)), "the norm is applied to the sub-layer's output"),
     (lambda x, f, norm: x + f(x), "the norm is missing"),
+    (lambda x, f, norm: norm(x) + f(norm(x)), "the residual adds norm(x) instead of x"),
+    (lambda x, f, norm: x.add_(f(norm(x))), "it writes into its input `x`"),
 ])
 def test_pre_ln_mistakes_are_named_and_the_reference_is_used(capsys, wrong, named):
     assert check_pre_ln_residual(wrong) is pre_ln_sublayer
@@ -114,4 +119,58 @@ def test_blank_exercises_are_not_attempted(capsys):
     assert check_pre_ln_residual(blank) is pre_ln_sublayer
     assert check_decoder_block(BlankBlock) is DecoderBlock
     assert check_decoder_block(None) is DecoderBlock
-    assert capsys.readouterr().out.count(f"not attempted — {FALLBACK}") == 4
+    out = capsys.readouterr().out
+    assert out.count("➖") == 4 and out.count(f"not attempted — {FALLBACK}") == 4 and "❌" not in out
+
+
+def _block(self_attn_first=True, norms=("ln1", "ln2", "ln3"), self_residual=True, mask=lambda m: m):
+    class Block(DecoderBlock):
+        def forward(self, x, memory=None, memory_mask=None):
+            n1, n2, n3 = (getattr(self, n) for n in norms)
+
+            def self_part(x):
+                y = self.self_attn(n1(x))
+                return x + y if self_residual else y
+
+            def cross_part(x):
+                return x + self.cross_attn(n2(x), memory=memory, mask=mask(memory_mask))
+
+            x = cross_part(self_part(x)) if self_attn_first else self_part(cross_part(x))
+            return x + self.ff(n3(x))
+
+    return Block
+
+
+@pytest.mark.parametrize("block, named", [
+    (_block(mask=lambda m: None if m is None else ~m), "the memory_mask is inverted"),
+    (_block(self_residual=False), "the self-attention's residual is missing"),
+    (_block(self_attn_first=False), "the cross-attention comes before the self-attention"),
+    (_block(norms=("ln1", "ln1", "ln1")), "ln1 is used for every sub-layer"),
+], ids=["inverted-mask", "no-self-residual", "cross-first", "one-norm"])
+def test_decoder_block_mistakes_are_named(capsys, block, named):
+    assert check_decoder_block(block) is DecoderBlock
+    out = capsys.readouterr().out
+    assert named in out and FALLBACK in out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2),
+    lambda x, w1, b1, w2, b2: torch.einsum("...f,df->...d", F.gelu(torch.einsum("...d,fd->...f", x, w1) + b1), w2)
+    + b2,
+    lambda x, w1, b1, w2, b2: torch.nn.GELU()(x @ w1.T + b1) @ w2.T + b2,
+], ids=["F.linear", "einsum", "nn.GELU"])
+def test_valid_feed_forward_alternatives_pass(capsys, answer):
+    assert check_feed_forward(answer) is answer
+    assert "✅ feed_forward" in capsys.readouterr().out
+
+
+def test_a_decoder_block_that_calls_its_sublayers_in_other_words_passes(capsys):
+    class Spelled(DecoderBlock):
+        def forward(self, x, memory=None, memory_mask=None):
+            h = self.ln1(x)
+            x = torch.add(x, self.self_attn(h))
+            x = x + self.cross_attn(self.ln2(x), memory, memory_mask)
+            return x + self.ff(self.ln3(x))
+
+    assert check_decoder_block(Spelled) is Spelled
+    assert "✅ DecoderBlock" in capsys.readouterr().out

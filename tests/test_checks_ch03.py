@@ -34,6 +34,7 @@ def test_a_correct_embed_is_kept(capsys):
     (lambda t, tok, pos: tok[t], "the position vectors are missing"),
     (lambda t, tok, pos: tok[t] + pos[t], "positions looked up by token id"),
     (lambda t, tok, pos: tok[t] + pos[-t.size(1):], "the last S position vectors"),
+    (lambda t, tok, pos: tok[t] + pos[1 : t.size(1) + 1], "positions counted from 1"),
 ])
 def test_embed_mistakes_are_named(capsys, wrong, message):
     assert check_embed(wrong) is embed
@@ -53,7 +54,7 @@ def test_blank_embed_is_not_attempted(capsys):
 
     assert check_embed(blank) is embed
     assert check_embed(None) is embed
-    assert capsys.readouterr().out.count(f"❌ embed: not attempted — {REFERENCE}") == 2
+    assert capsys.readouterr().out.count(f"➖ embed: not attempted — {REFERENCE}") == 2
 
 
 # ---------------------------------------------------------------- patchify
@@ -96,7 +97,7 @@ def test_blank_patchify_is_not_attempted(capsys):
         raise NotImplementedError("Exercise 2")
 
     assert check_patchify(blank) is patchify
-    assert f"❌ patchify: not attempted — {REFERENCE}" in capsys.readouterr().out
+    assert f"➖ patchify: not attempted — {REFERENCE}" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- ResNet encoder
@@ -194,7 +195,7 @@ def test_blank_resnet_encoder_is_not_attempted(capsys):
 
     assert check_resnet_encoder(Blank) is ReferenceResNetEncoder
     assert check_resnet_encoder(None) is ReferenceResNetEncoder
-    assert capsys.readouterr().out.count(f"❌ ResNetEncoder: not attempted — {REFERENCE}") == 2
+    assert capsys.readouterr().out.count(f"➖ ResNetEncoder: not attempted — {REFERENCE}") == 2
 
 
 def test_an_ellipsis_stub_is_reported_not_crashed(capsys):
@@ -217,3 +218,39 @@ def test_an_ellipsis_stub_is_reported_not_crashed(capsys):
     out = capsys.readouterr().out
     assert "super().__init__()" in out and "returned NoneType for 2 images" in out
     assert check_embed(lambda *args: None) is embed and check_patchify(lambda *args: None) is patchify
+
+
+def test_embed_positions_cut_by_the_batch_size_say_which_axis(capsys):
+    assert check_embed(lambda t, tok, pos: tok[t] + pos[: t.size(0)]) is embed
+    assert "tokens.size(0) is the batch size B" in capsys.readouterr().out
+
+
+def test_embed_concatenated_vectors_are_named(capsys):
+    assert check_embed(lambda t, tok, pos: torch.cat([tok[t], pos[: t.size(1)].expand(t.size(0), -1, -1)], -1)) \
+        is embed
+    assert "the token and position vectors are concatenated" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda t, tok, pos: F.embedding(t, tok) + F.embedding(torch.arange(t.size(1)), pos),
+    lambda t, tok, pos: F.one_hot(t, tok.size(0)).float() @ tok + pos[torch.arange(t.size(1))][None],
+], ids=["F.embedding", "one-hot-matmul"])
+def test_valid_embed_alternatives_pass(capsys, answer):
+    assert check_embed(answer) is answer
+    assert "✅ embed" in capsys.readouterr().out
+
+
+def test_unfold_without_the_transpose_is_named(capsys):
+    assert check_patchify(lambda x, p: F.unfold(x, p, stride=p)) is patchify
+    assert "F.unfold's output as it comes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, p: F.unfold(x, p, stride=p).transpose(1, 2),
+    lambda x, p: x.unfold(2, p, p).unfold(3, p, p).reshape(x.size(0), -1, p * p),
+    lambda x, p: torch.stack([x[:, 0, i:i + p, j:j + p].flatten(1) for i in range(0, x.size(2), p)
+                              for j in range(0, x.size(3), p)], dim=1),
+], ids=["F.unfold", "tensor.unfold", "loops"])
+def test_valid_patchify_alternatives_pass(capsys, answer):
+    assert check_patchify(answer) is answer
+    assert "✅ patchify" in capsys.readouterr().out

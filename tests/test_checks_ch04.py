@@ -51,14 +51,17 @@ def test_reference_bits_per_dim_is_the_models():
                                model.bits_per_dim(images, cond))
 
 
-@pytest.mark.parametrize("check, answer, name", [
-    (check_shift_right, my_shift_right, "shift_right"),
-    (check_bits_per_dim, my_bits_per_dim, "bits_per_dim"),
-    (check_sample_loop, my_sample_loop, "sample_loop"),
+@pytest.mark.parametrize("check, answer, verdict", [
+    (check_shift_right, my_shift_right, "✅ shift_right: matches the reference on 3 cases"),
+    (check_bits_per_dim, my_bits_per_dim, "✅ bits_per_dim: matches the reference on 2 cases"),
+    (check_sample_loop, my_sample_loop, "✅ sample_loop: every pixel follows the model's distribution given the "
+                                        "pixels before it (7,500 pixels of 300 images tested), and with the same "
+                                        "seed exactly the package's tokens"),
 ])
-def test_a_correct_answer_is_kept(capsys, check, answer, name):
+def test_a_correct_answer_is_kept(capsys, check, answer, verdict):
     assert check(answer) is answer
-    assert f"✅ {name}: matches the reference on" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.strip() == verdict
 
 
 @pytest.mark.parametrize("check, reference", [
@@ -69,7 +72,8 @@ def test_a_correct_answer_is_kept(capsys, check, answer, name):
 def test_blank_exercise_is_not_attempted(capsys, check, reference):
     assert check(blank) is reference
     assert check(None) is reference
-    assert capsys.readouterr().out.count(f"not attempted — {REFERENCE}") == 2
+    out = capsys.readouterr().out
+    assert out.count("➖") == 2 and out.count(f"not attempted — {REFERENCE}") == 2 and "❌" not in out
 
 
 def _start(p, s):
@@ -103,9 +107,23 @@ def test_bits_per_dim_mistakes_are_named(capsys, wrong, message):
     assert message in out and REFERENCE in out
 
 
-def test_a_batch_mean_is_a_shape_error(capsys):
-    check_bits_per_dim(lambda lg, t: _nats(lg, t).mean() / math.log(2))
-    assert "returned (), expected shape (3,)" in capsys.readouterr().out
+@pytest.mark.parametrize("wrong, message", [
+    (lambda lg, t: _nats(lg, t).mean() / math.log(2), "the result was averaged over the batch too"),
+    (lambda lg, t: F.cross_entropy(lg.flatten(0, 1), t.flatten()) / math.log(2), "averaged over the batch too"),
+    (lambda lg, t: _nats(lg, t).mean(0) / math.log(2), "averaged over the batch (dim=0) instead of the pixels"),
+    (lambda lg, t: _nats(lg, t) / math.log(2), "one value per pixel [B, T]"),
+    (lambda lg, t: F.cross_entropy(lg, t, reduction="none").mean(1) / math.log(2), "the class axis second"),
+    (lambda lg, t: -lg.gather(-1, t[..., None])[..., 0].mean(1) / math.log(2), "the logits used as log-probab"),
+    (lambda lg, t: -lg.log_softmax(1).gather(-1, t[..., None])[..., 0].mean(1) / math.log(2),
+     "log_softmax over the positions (dim=1)"),
+    (lambda lg, t: _nats(lg, t).mean(1) * math.log(2), "multiplied by ln 2 instead of divided"),
+    (lambda lg, t: (_nats(lg, t).mean(1) / math.log(2)).double(), "returned torch.float64"),
+], ids=["batch-mean", "flattened-mean", "mean-over-batch", "per-pixel", "class-axis", "raw-logits",
+        "softmax-over-positions", "times-ln2", "float64"])
+def test_bits_per_dim_shapes_and_slips_are_named(capsys, wrong, message):
+    assert check_bits_per_dim(wrong) is ch04.bits_per_dim
+    out = capsys.readouterr().out
+    assert message in out and REFERENCE in out
 
 
 def _unshifted(model, cond, generator):
@@ -141,9 +159,137 @@ def test_sample_loop_mistakes_are_named(capsys, wrong, message):
     assert message in out and REFERENCE in out
 
 
-def test_a_sampler_with_another_seed_differs(capsys):
-    def reseeded(model, cond, generator):
-        return my_sample_loop(model, cond, torch.Generator().manual_seed(123))
+def test_a_sampler_that_ignores_its_generator_passes_with_a_note(capsys):
+    def unseeded(model, cond, generator):
+        return my_sample_loop(model, cond, None)  # the generator is not passed on
 
-    assert check_sample_loop(reseeded) is ch04.sample_loop
-    assert "values differ from the reference" in capsys.readouterr().out
+    assert check_sample_loop(unseeded) is unseeded
+    out = capsys.readouterr().out
+    assert out.startswith("✅ sample_loop: every pixel follows the model's distribution")
+    assert "ℹ️ sample_loop: the generator is not used: the same seed gave different draws" in out
+
+
+def categorical_sample_loop(model, cond, generator=None):
+    B, T = cond.size(0), model.config.seq_len
+    memory, mask = model.encode(cond)
+    out = torch.zeros(B, T, dtype=torch.long)
+    for t in range(T):
+        logits = model.decoder(model.decoder.shift_right(out[:, : t + 1]), memory, mask)[:, -1]
+        out[:, t] = torch.distributions.Categorical(logits=logits).sample()
+    return out.view(B, model.config.image_size, model.config.image_size)
+
+
+def inverse_cdf_sample_loop(model, cond, generator=None):
+    B, T = cond.size(0), model.config.seq_len
+    memory, mask = model.encode(cond)
+    out = torch.zeros(B, T, dtype=torch.long)
+    for t in range(T):
+        probs = model.decoder(model.decoder.shift_right(out[:, : t + 1]), memory, mask)[:, -1].softmax(-1)
+        u = torch.rand(B, 1, generator=generator)
+        out[:, t] = (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.size(-1) - 1)
+    return out.view(B, model.config.image_size, model.config.image_size)
+
+
+def test_a_categorical_sampler_passes(capsys):
+    assert check_sample_loop(categorical_sample_loop) is categorical_sample_loop
+    out = capsys.readouterr().out
+    assert "✅ sample_loop" in out and "the generator is not used" in out and "❌" not in out
+
+
+def test_a_sampler_that_uses_the_generator_differently_passes_with_a_note(capsys):
+    assert check_sample_loop(inverse_cdf_sample_loop) is inverse_cdf_sample_loop
+    out = capsys.readouterr().out
+    assert "✅ sample_loop" in out and "Right and reproducible" in out and "will print False" in out
+
+
+def test_a_sampler_that_reads_out_up_to_t_is_told_t_plus_one(capsys):
+    def short(model, cond, generator):
+        memory, mask = model.encode(cond)
+        out = torch.zeros(cond.size(0), model.config.seq_len, dtype=torch.long)
+        for t in range(out.size(1)):
+            logits = model.decoder(model.decoder.shift_right(out[:, :t]), memory, mask)[:, -1]
+            out[:, t] = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        return out.view(-1, 5, 5)
+
+    assert check_sample_loop(short) is ch04.sample_loop
+    assert "feed shift_right(out[:, :t+1])" in capsys.readouterr().out
+
+
+def test_a_sampler_that_reads_the_first_position_is_named(capsys):
+    def first(model, cond, generator):
+        memory, mask = model.encode(cond)
+        out = torch.zeros(cond.size(0), model.config.seq_len, dtype=torch.long)
+        for t in range(out.size(1)):
+            logits = model.decoder(model.decoder.shift_right(out[:, : t + 1]), memory, mask)[:, 0]
+            out[:, t] = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        return out.view(-1, 5, 5)
+
+    assert check_sample_loop(first) is ch04.sample_loop
+    assert "the first position's logits ([:, 0])" in capsys.readouterr().out
+
+
+def test_a_sampler_without_softmax_is_told_to_take_it(capsys):
+    def raw(model, cond, generator):
+        memory, mask = model.encode(cond)
+        out = torch.zeros(cond.size(0), model.config.seq_len, dtype=torch.long)
+        for t in range(out.size(1)):
+            logits = model.decoder(model.decoder.shift_right(out[:, : t + 1]), memory, mask)[:, -1]
+            out[:, t] = torch.multinomial(logits, 1, generator=generator).squeeze(1)
+        return out.view(-1, 5, 5)
+
+    assert check_sample_loop(raw) is ch04.sample_loop
+    assert "apply .softmax(-1) to the logits first" in capsys.readouterr().out
+
+
+def test_a_flat_canvas_is_told_to_reshape(capsys):
+    assert check_sample_loop(lambda m, c, g: my_sample_loop(m, c, g).flatten(1)) is ch04.sample_loop
+    assert "reshape the canvas to images, out.view(B, H, W)" in capsys.readouterr().out
+
+
+def test_the_sampler_check_leaves_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_sample_loop(categorical_sample_loop)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_shift_right_that_writes_into_the_pixels_is_caught(capsys):
+    def in_place(pixels, start_token):
+        pixels[:, 1:] = pixels[:, :-1].clone()
+        pixels[:, 0] = start_token
+        return pixels
+
+    assert check_shift_right(in_place) is ch04.shift_right
+    assert "it writes into its input `pixels`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda p, s: F.pad(p[:, :-1], (1, 0)), "position 0 holds 0 instead of start_token"),
+    (lambda p, s: torch.cat([p[:, :1] * 0 + s, p[:, 1:]], 1), "the start token overwrites pixel 0"),
+    (lambda p, s: torch.cat([_start(p, s), p], 1), "returned [B, T+1]"),
+    (lambda p, s: my_shift_right(p, s).float(), "returned torch.float32; decoder inputs are integer levels"),
+], ids=["pad-with-0", "overwrite", "too-long", "float"])
+def test_more_shift_right_slips_are_named(capsys, wrong, message):
+    assert check_shift_right(wrong) is ch04.shift_right
+    assert message in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda p, s: F.pad(p[:, :-1], (1, 0), value=s),
+    lambda p, s: torch.roll(p, 1, dims=1).index_fill(1, torch.tensor([0]), s),
+    lambda p, s: torch.stack([torch.tensor([s] + row[:-1].tolist()) for row in p]),
+], ids=["F.pad", "roll-then-fill", "loop"])
+def test_valid_shift_right_alternatives_pass(capsys, answer):
+    assert check_shift_right(answer) is answer
+    assert "✅ shift_right" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", [
+    lambda lg, t: F.cross_entropy(lg.transpose(1, 2), t, reduction="none").mean(1) / math.log(2),
+    lambda lg, t: -torch.log2(lg.softmax(-1).gather(-1, t[..., None])[..., 0]).mean(1),
+    lambda lg, t: torch.stack([F.cross_entropy(lg[b], t[b]) for b in range(lg.size(0))]) / math.log(2),
+], ids=["cross-entropy", "log2-of-softmax", "loop-over-images"])
+def test_valid_bits_per_dim_alternatives_pass(capsys, answer):
+    assert check_bits_per_dim(answer) is answer
+    assert "✅ bits_per_dim" in capsys.readouterr().out

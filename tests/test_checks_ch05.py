@@ -33,6 +33,8 @@ LR_MISTAKES = {
     "runs over total_steps instead of over the steps after the warm-up":
         lambda s, w, t, m: (s + 1) / w if s < w else cosine(s / t, m),
     "divides by total_steps instead of": lambda s, w, t, m: (s + 1) / w if s < w else cosine((s - w) / t, m),
+    "the progress is not clamped at 1": lambda s, w, t, m: (s + 1) / w if s < w else
+        m + (1 - m) * 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, t - w))),
 }
 
 
@@ -48,7 +50,7 @@ def test_lr_factor_blank_and_reference(capsys):
         raise NotImplementedError("Exercise 1: write lr_factor")
 
     assert check_lr_factor(blank) is lr_factor_reference
-    assert "❌ lr_factor: not attempted" in capsys.readouterr().out
+    assert "➖ lr_factor: not attempted" in capsys.readouterr().out
     assert check_lr_factor(lr_factor_reference) is lr_factor_reference
     assert "this is the reference implementation" in capsys.readouterr().out
 
@@ -76,6 +78,8 @@ CLIP_MISTAKES = {
     "each tensor is clipped by its own norm": lambda gs, m: [g * min(1.0, m / g.norm().item()) for g in gs],
     "the values are clamped": lambda gs, m: [g.clamp(-m, m) for g in gs],
     "always rescaled to max_norm": lambda gs, m: [g * m / torch.cat([h.flatten() for h in gs]).norm() for g in gs],
+    "the global norm taken as the sum of the tensors' norms":
+        lambda gs, m: [g * min(1.0, m / sum(h.norm().item() for h in gs)) for g in gs],
 }
 
 
@@ -91,6 +95,37 @@ def test_clip_blank_and_reference(capsys):
         raise NotImplementedError("Exercise 2: write clip_grad_norm")
 
     assert check_clip_grad_norm(blank) is clip_grad_norm_reference
-    assert "❌ clip_grad_norm: not attempted" in capsys.readouterr().out
+    assert "➖ clip_grad_norm: not attempted" in capsys.readouterr().out
     assert check_clip_grad_norm(clip_grad_norm_reference) is clip_grad_norm_reference
     assert "this is the reference implementation" in capsys.readouterr().out
+
+
+def test_lr_factor_written_with_a_lambda_schedule_passes(capsys):
+    def scheduled(step, warmup_steps, total_steps, min_ratio):
+        warm = (step + 1) / warmup_steps if warmup_steps else 1.0
+        done = min(max(step - warmup_steps, 0), total_steps - warmup_steps) / (total_steps - warmup_steps)
+        decay = min_ratio + (1 - min_ratio) * (math.cos(math.pi * done) + 1) / 2
+        return min(warm, 1.0) * decay if step < warmup_steps else decay
+
+    assert check_lr_factor(scheduled) is scheduled
+    assert "✅ lr_factor" in capsys.readouterr().out
+
+
+def test_clip_with_torchs_own_function_passes(capsys):
+    def with_torch(grads, max_norm):
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return [p.grad for p in params]
+
+    assert check_clip_grad_norm(with_torch) is with_torch
+    assert "✅ clip_grad_norm" in capsys.readouterr().out
+
+
+def test_clip_in_place_without_a_return_is_told_to_return(capsys):
+    def no_return(grads, max_norm):
+        my_clip_grad_norm(grads, max_norm)
+
+    assert check_clip_grad_norm(no_return) is clip_grad_norm_reference
+    assert "returned None (is a `return` missing?)" in capsys.readouterr().out

@@ -13,15 +13,7 @@ from imagen_tutorial.checks import (
     sample_logits,
     sample_with_cache,
 )
-from imagen_tutorial.checks.ch06_sampling import (
-    _after_softmax,
-    _causal_flag,
-    _keeps_k_minus_1,
-    _multiplied,
-    _no_scale,
-    _overwrite,
-    _zero_fill,
-)
+from imagen_tutorial.checks.ch06_sampling import _causal_flag, _no_out, _no_scale, _one_head, _overwrite
 
 REFERENCE = "continuing with the reference implementation"
 
@@ -84,6 +76,8 @@ def test_a_correct_cache_step_is_kept(capsys):
     (_causal_flag, "is_causal=True with a single query"),
     (_no_scale, "the √d scale is missing"),
     (_overwrite, "the cache is overwritten instead of extended"),
+    (_no_out, "attn.out is not applied"),
+    (_one_head, "the heads are not split"),
 ])
 def test_cache_mistakes_are_named(capsys, wrong, words):
     assert check_attend_with_cache(wrong) is attend_with_cache
@@ -93,15 +87,51 @@ def test_cache_mistakes_are_named(capsys, wrong, words):
 
 def test_a_correct_sample_logits_is_kept(capsys):
     assert check_sample_logits(my_sample_logits) is my_sample_logits
-    assert "✅ sample_logits: matches the reference on 6 cases" in capsys.readouterr().out
+    assert capsys.readouterr().out.strip() == (
+        "✅ sample_logits: greedy at temperature 0, and the draws follow softmax(top-k(logits / τ)) (80,000 draws in "
+        "5 settings), with the same seed exactly the package's")
+
+
+def _filtered(logits, top_k, fill=float("-inf"), keep_kth=True):
+    if top_k is None or top_k >= logits.size(-1):
+        return logits
+    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth if keep_kth else logits <= kth, fill)
+
+
+def _sampler(transform):
+    """A sampler that gets temperature 0 right and draws from softmax(transform(logits, temperature, top_k))."""
+    def sample(logits, temperature, top_k, generator):
+        if temperature == 0:
+            return logits.argmax(-1)
+        return torch.multinomial(transform(logits, temperature, top_k), 1, generator=generator).squeeze(1)
+    return sample
+
+
+_after_softmax = _sampler(lambda lg, t, k: _filtered(lg, k).softmax(-1) / t)
+_multiplied = _sampler(lambda lg, t, k: _filtered(lg * t, k).softmax(-1))
+_keeps_k_minus_1 = _sampler(lambda lg, t, k: _filtered(lg / t, k, keep_kth=False).softmax(-1))
+_zero_fill = _sampler(lambda lg, t, k: _filtered(lg / t, k, fill=0.0).softmax(-1))
+_ignores_temperature = _sampler(lambda lg, t, k: _filtered(lg, k).softmax(-1))
+
+
+def _ranks(logits, temperature, top_k, generator):
+    if temperature == 0:
+        return logits.argmax(-1)
+    if top_k is not None and top_k < logits.size(-1):
+        values = (logits / temperature).topk(top_k, dim=-1).values
+        return torch.multinomial(values.softmax(-1), 1, generator=generator).squeeze(1)  # a rank, not a level
+    return torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator).squeeze(1)
 
 
 @pytest.mark.parametrize("wrong, words", [
-    (_after_softmax, "the temperature applied after the softmax"),
+    (_after_softmax, "the temperature has no effect"),
+    (_ignores_temperature, "the temperature has no effect"),
     (_multiplied, "multiplied by the temperature instead of divided"),
     (_keeps_k_minus_1, "k-1 levels kept instead of k"),
     (_zero_fill, "set to 0 instead of -inf"),
-])
+    (_ranks, "a position among the top k (0..k-1) returned instead of its level"),
+], ids=["after-softmax", "ignored", "multiplied", "k-minus-1", "zero-fill", "ranks"])
 def test_sample_logits_mistakes_are_named(capsys, wrong, words):
     assert check_sample_logits(wrong) is sample_logits
     out = capsys.readouterr().out
@@ -134,7 +164,8 @@ def test_blank_exercises_are_not_attempted(capsys):
     assert check_attend_with_cache(blank) is attend_with_cache
     assert check_sample_logits(blank) is sample_logits
     assert check_sample_logits(None) is sample_logits
-    assert capsys.readouterr().out.count(f"not attempted — {REFERENCE}") == 3
+    out = capsys.readouterr().out
+    assert out.count("➖") == 3 and out.count(f"not attempted — {REFERENCE}") == 3 and "❌" not in out
 
 
 def test_rerunning_a_check_on_the_reference_does_not_give_a_false_pass(capsys):
@@ -142,3 +173,115 @@ def test_rerunning_a_check_on_the_reference_does_not_give_a_false_pass(capsys):
     assert check_sample_logits(sample_logits) is sample_logits
     out = capsys.readouterr().out
     assert out.count("this is the reference implementation, not yours") == 2 and "✅" not in out
+
+
+def categorical_sample_logits(logits, temperature, top_k, generator):
+    if temperature == 0:
+        return logits.argmax(-1)
+    return torch.distributions.Categorical(logits=_filtered(logits / temperature, top_k)).sample()
+
+
+def looped_sample_logits(logits, temperature, top_k, generator):
+    if temperature == 0:
+        return logits.argmax(-1)
+    rows = []
+    for row in logits:  # one row at a time, top-k by sorting
+        row = row / temperature
+        if top_k is not None and top_k < row.numel():
+            row = torch.where(row >= row.sort(descending=True).values[top_k - 1], row, torch.tensor(-1e9))
+        rows.append(torch.multinomial(row.softmax(-1), 1, generator=generator))
+    return torch.cat(rows)
+
+
+def gumbel_sample_logits(logits, temperature, top_k, generator):
+    if temperature == 0:
+        return logits.argmax(-1)
+    noise = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator)))
+    return (_filtered(logits / temperature, top_k) + noise).argmax(-1)
+
+
+def test_a_categorical_sampler_passes_with_a_note_about_the_generator(capsys):
+    assert check_sample_logits(categorical_sample_logits) is categorical_sample_logits
+    out = capsys.readouterr().out
+    assert out.startswith("✅ sample_logits: greedy at temperature 0, and the draws follow")
+    assert "ℹ️ sample_logits: the generator is not used" in out and "❌" not in out
+
+
+def test_a_loop_over_rows_passes(capsys):
+    assert check_sample_logits(looped_sample_logits) is looped_sample_logits
+    assert "✅ sample_logits" in capsys.readouterr().out
+
+
+def test_a_gumbel_max_sampler_passes_and_is_reproducible(capsys):
+    assert check_sample_logits(gumbel_sample_logits) is gumbel_sample_logits
+    out = capsys.readouterr().out
+    assert "✅ sample_logits" in out and "Right and reproducible" in out
+
+
+def test_a_sampler_without_the_generator_passes_with_a_note(capsys):
+    def unseeded(logits, temperature, top_k, generator):
+        return my_sample_logits(logits, temperature, top_k, None)
+
+    assert check_sample_logits(unseeded) is unseeded
+    assert "the generator is not used: the same seed gave different draws" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda lg, t, k, g: my_sample_logits(lg, t, k, g)[:, None], "returned (B, 1): drop the last axis"),
+    (lambda lg, t, k, g: lg.argmax(-1) if t == 0 else (lg / t).softmax(-1), "that is a distribution, not a draw"),
+    (lambda lg, t, k, g: lg.argmax(-1) if t == 0 else my_sample_logits(lg.div_(t), 1.0, k, g),
+     "it writes into its input `logits`"),
+], ids=["kept-axis", "probabilities", "in-place"])
+def test_sample_logits_shapes_and_in_place_are_named(capsys, wrong, words):
+    assert check_sample_logits(wrong) is sample_logits
+    assert words in capsys.readouterr().out
+
+
+def test_a_kth_value_without_its_axis_is_told_to_keep_it(capsys):
+    def flat_kth(logits, temperature, top_k, generator):
+        if temperature == 0:
+            return logits.argmax(-1)
+        logits = logits / temperature
+        if top_k is not None and top_k < logits.size(-1):
+            logits = logits.masked_fill(logits < logits.topk(top_k, dim=-1).values[:, -1], float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+    assert check_sample_logits(flat_kth) is sample_logits
+    assert "values[:, -1:] is (B, 1)" in capsys.readouterr().out
+
+
+def test_the_sampling_check_leaves_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_sample_logits(categorical_sample_logits)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_cache_appended_along_the_heads_is_told_the_time_axis(capsys):
+    def heads_axis(attn, x, cache):
+        B, _, C = x.shape
+        H = attn.n_heads
+        q, k, v = (p(x).view(B, 1, H, C // H).transpose(1, 2) for p in (attn.query, attn.key, attn.value))
+        if cache:
+            k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
+        cache["k"], cache["v"] = k, v
+        y = F.scaled_dot_product_attention(q, k, v)
+        return attn.out(y.transpose(1, 2).reshape(B, 1, C))
+
+    assert check_attend_with_cache(heads_axis) is attend_with_cache
+    assert "appended along axis 1 (the heads); time is axis 2" in capsys.readouterr().out
+
+
+def test_a_cache_step_with_its_own_attention_and_keys_first_passes(capsys):
+    def keys_first(attn, x, cache):
+        B, _, C = x.shape
+        H = attn.n_heads
+        q, k, v = (p(x).view(B, 1, H, C // H).permute(0, 2, 1, 3) for p in (attn.query, attn.key, attn.value))
+        cache["k"] = torch.cat([k, cache["k"]], 2) if "k" in cache else k  # the order of keys does not matter
+        cache["v"] = torch.cat([v, cache["v"]], 2) if "v" in cache else v
+        w = torch.einsum("bhqd,bhkd->bhqk", q, cache["k"]).div(q.size(-1) ** 0.5).softmax(-1)
+        return attn.out(torch.einsum("bhqk,bhkd->bhqd", w, cache["v"]).permute(0, 2, 1, 3).reshape(B, 1, C))
+
+    assert check_attend_with_cache(keys_first) is keys_first
+    assert "✅ attend_with_cache" in capsys.readouterr().out

@@ -54,7 +54,7 @@ def test_correct_answer_is_kept(capsys, check, mine, name, cases):
 def test_blank_is_not_attempted_and_reference_is_noticed(capsys, check, reference, name):
     assert check(blank) is reference
     assert check(None) is reference
-    assert capsys.readouterr().out.count(f"❌ {name}: not attempted — {REFERENCE}") == 2
+    assert capsys.readouterr().out.count(f"➖ {name}: not attempted — {REFERENCE}") == 2
     assert check(reference) is reference
     assert "this is the reference implementation" in capsys.readouterr().out
 
@@ -106,7 +106,8 @@ def _mse(a, b):
     (lambda a, b: 20 * torch.log10(255 / _mse(a, b).sqrt()), "the peak is 255"),
     (lambda a, b: 20 * torch.log10(1 / _mse(a, b).sqrt().sqrt()), "the root of the MSE"),
     (lambda a, b: 20 * torch.log10(1 / _mse(a, b)), "20·log10(1 / MSE)"),
-    (lambda a, b: 10 * torch.log10(1 / (a - b).abs().flatten(1).mean(1)), "values differ from the reference"),
+    (lambda a, b: 10 * torch.log10(1 / (a - b).abs().flatten(1).mean(1)), "the mean absolute error"),
+    (lambda a, b: 10 * torch.log10(1 / ((a - b) ** 2).flatten(1).mean(1)) + 1, "values differ from the reference"),
     (lambda a, b: 10 * torch.log(1 / _mse(a, b)), "the natural log"),
     (lambda a, b: 10 * torch.log10(_mse(a, b)), "the sign is flipped"),
 ])
@@ -121,3 +122,23 @@ def test_another_way_of_writing_psnr_is_right(capsys):
 
     assert check_psnr(via_rmse) is via_rmse
     assert "✅ psnr" in capsys.readouterr().out
+
+
+def test_an_inpainting_prefix_that_writes_into_the_images_is_caught(capsys):
+    def in_place(images, rows, levels):
+        images[:, rows:] = 0  # blanks the caller's images
+        return quantize(images[:, :rows], levels).flatten(1)
+
+    assert check_inpainting_prefix(in_place) is inpainting_prefix
+    assert "it writes into its input `images`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, answer", [
+    (check_inpainting_prefix, lambda x, r, lv: quantize(x, lv).flatten(1)[:, : r * x.shape[-1]]),
+    (check_bicubic_upsample, lambda low, s, lv: quantize(F.interpolate(low, size=s, mode="bicubic")
+                                                         .clamp(0, 1).squeeze(1), lv)),
+    (check_psnr, lambda a, b: -10 * torch.log10(F.mse_loss(a, b, reduction="none").flatten(1).mean(1))),
+], ids=["prefix-of-the-flat-image", "bicubic-with-size", "mse-loss"])
+def test_valid_alternatives_pass(capsys, check, answer):
+    assert check(answer) is answer
+    assert "✅" in capsys.readouterr().out

@@ -33,6 +33,8 @@ def test_guidance_one_is_the_conditional_and_zero_the_unconditional():
     (lambda c, u, g: c + g * (u - c), "the formula reversed"),
     (lambda c, u, g: u.softmax(-1) + g * (c.softmax(-1) - u.softmax(-1)), "the mix of probabilities"),
     (lambda c, u, g: g * c, "without the unconditional base"),
+    (lambda c, u, g: u + g * c, "the difference is missing"),
+    (lambda c, u, g: c + g * (c - u), "the base is the unconditional logits"),
 ])
 def test_guidance_mistakes_are_named(capsys, wrong, words):
     assert check_guided_logits(wrong) is guided_logits
@@ -51,11 +53,19 @@ def test_threshold_leaves_a_quiet_sample_alone_and_tames_a_loud_one():
     assert torch.allclose(out[0], quiet) and torch.allclose(out[1], loud / 3)
 
 
+def _signed(x0, p):
+    s = torch.quantile(x0.flatten(1), p / 100, dim=1).clamp(min=1.0).view(-1, *([1] * (x0.dim() - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
 @pytest.mark.parametrize("wrong, words", [
     (lambda x0, p: x0.clamp(-1, 1), "static clipping"),
     (_batch_percentile, "over the whole batch"),
     (_no_floor, "without the floor"),
     (_no_divide, "without dividing by s"),
+    (lambda x0, p: _signed(x0, p), "the percentile of x0 instead of |x0|"),
+    (lambda x0, p: x0.clamp_(-1, 1), "it writes into its input `x0`"),
+    (lambda x0, p: torch.quantile(x0.abs().flatten(1), p, dim=1), "pass percentile / 100"),
 ])
 def test_threshold_mistakes_are_named(capsys, wrong, words):
     assert check_dynamic_threshold(wrong) is dynamic_threshold
@@ -69,4 +79,16 @@ def test_blank_exercises_are_not_attempted(capsys):
 
     assert check_guided_logits(blank) is guided_logits
     assert check_dynamic_threshold(blank) is dynamic_threshold
-    assert capsys.readouterr().out.count(f"not attempted — {REFERENCE}") == 2
+    assert capsys.readouterr().out.count("➖") == 2
+
+
+@pytest.mark.parametrize("check, answer", [
+    (check_guided_logits, lambda c, u, g: torch.lerp(u, c, g)),
+    (check_guided_logits, lambda c, u, g: (1 - g) * u + g * c),
+    (check_dynamic_threshold, lambda x0, p: torch.stack([
+        x.clamp(-s, s) / s for x, s in ((x, max(1.0, torch.quantile(x.abs().flatten(), p / 100).item()))
+                                        for x in x0)])),
+], ids=["lerp", "weighted-sum", "loop-over-samples"])
+def test_valid_alternatives_pass(capsys, check, answer):
+    assert check(answer) is answer
+    assert "✅" in capsys.readouterr().out

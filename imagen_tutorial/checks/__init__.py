@@ -1,7 +1,8 @@
 """Exercise checks for the notebooks: run a learner's function beside the reference and say what differs.
 
-Every `check_*` returns the function the notebook should go on with: the learner's if it is right, otherwise the
-reference, so a notebook still runs top to bottom with an exercise left blank or wrong. Where a wrong answer
+Every `check_*` prints ✅ (right), ❌ (wrong) or ➖ (not attempted) and returns the function the notebook should go
+on with: the learner's if it is right, otherwise the reference, so a notebook still runs top to bottom with an
+exercise left blank or wrong. Later cells say whose code ran with `checks.whose(fn)`. Where a wrong answer
 matches a known mistake (a missing √d scale, a mask applied after the softmax, …) the message names it.
 One module per chapter; all checks are available as `imagen_tutorial.checks.check_*`.
 """
@@ -15,4 +16,4 @@ from .ch05_training import *  # noqa: F403
 from .ch06_sampling import *  # noqa: F403
 from .ch07_applications import *  # noqa: F403
 from .ch08_imagen import *  # noqa: F403
-from .core import REFERENCE, compare, reference_given  # noqa: F401
+from .core import REFERENCE, compare, draws_match, generator_use, reference_given, whose  # noqa: F401

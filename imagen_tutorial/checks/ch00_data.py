@@ -1,6 +1,6 @@
 """Checks for chapter 00 (setup and data): quantization, the low-resolution condition and Sobel edges.
 
-Besides comparing values, these checks look at one output first for mistakes `compare` cannot name by value:
+Besides the mistakes named by value, the checks name what `compare` would only call a wrong dtype, shape or error:
 levels returned as floats, a uint8 product that overflows, a missing channel axis, arithmetic on uint8 images.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import lowres, quantize, sobel_edges, to_float
-from .core import REFERENCE, compare
+from .core import compare, settle
 
 __all__ = ["check_lowres", "check_quantize", "check_sobel_edges"]
 
@@ -22,25 +22,11 @@ def _images(n: int, seed: int, high: int = 256) -> torch.Tensor:
     return torch.randint(0, high, (n, 28, 28), generator=g).to(torch.uint8)
 
 
-def _first_output(learner: Callable, args: tuple):
-    """The learner's output on one case, or the exception it raised (NotImplementedError is left to compare)."""
-    try:
-        return learner(*args)
-    except NotImplementedError as error:  # a blank exercise, unless it is torch refusing an op on uint8
-        return error if "not implemented for 'Byte'" in str(error) else None
-    except Exception as error:  # compare runs it again and reports it
-        return error
-
-
-def _fail(reference: Callable, message: str) -> Callable:
-    """Print a ❌ verdict in compare's words and hand back the reference."""
-    print(f"❌ {reference.__name__}: {message} — {REFERENCE}")
-    return reference
-
-
-def _uint8_arithmetic(out) -> bool:
-    """True if the learner raised torch's complaint about doing float work on uint8 ('Byte') images."""
-    return isinstance(out, Exception) and "Byte" in str(out)
+def _uint8_hint(error: BaseException, args: tuple) -> str | None:
+    """torch refuses float work (pooling, convolution, division into floats) on uint8 ('Byte') images."""
+    if "Byte" in str(error):
+        return "that is arithmetic on the uint8 images; convert them first: images.float() / 255"
+    return None
 
 
 # ---------------------------------------------------------------- Exercise 1: quantize
@@ -50,24 +36,36 @@ def _quantize_cases() -> list[tuple]:
             (_images(2, seed=0), 16)]
 
 
+def _quantize_error(error: BaseException, args: tuple) -> str | None:
+    if "ZeroDivisionError" in f"{type(error).__name__} {error}":
+        return ("x * levels // 256 was computed in uint8, where 256 is 0 (ZeroDivisionError) and x * levels wraps "
+                "around past 255; convert first: x.long() * levels")
+    return None
+
+
+def _quantize_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    out, levels = got[0], args[1]
+    if isinstance(out, torch.Tensor) and out.shape == expected[0].shape and out.dtype != torch.long:
+        return (f"returned {out.dtype}; levels are integer class labels for the softmax: return a LongTensor "
+                "(torch.long), e.g. x.long() * levels // 256")
+    if isinstance(out, torch.Tensor) and out.numel() and (out.min() < 0 or out.max() >= levels):
+        return f"levels {int(out.min())}..{int(out.max())} fall outside 0..{levels - 1}"
+    return None
+
+
 def check_quantize(learner: Callable | None) -> Callable:
     """Check quantize(x, levels): uint8 images [...] -> LongTensor levels (x * levels) // 256, same shape."""
-    cases = _quantize_cases()
-    out = _first_output(learner, cases[1]) if learner is not None else None
-    if isinstance(out, Exception) and "ZeroDivisionError" in str(out):
-        return _fail(quantize, "x * levels // 256 was computed in uint8, where 256 is 0 (ZeroDivisionError) "
-                                 "and x * levels wraps around past 255; convert first: x.long() * levels")
-    if isinstance(out, torch.Tensor) and out.shape == cases[1][0].shape and out.dtype != torch.long:
-        return _fail(quantize, f"returned {out.dtype}; levels are integer class labels for the softmax: "
-                                 "return a LongTensor (torch.long), e.g. x.long() * levels // 256")
     mistakes = {
         "x * levels computed in uint8 (it wraps around past 255): convert with x.long() first":
             lambda x, levels: (x * levels).long() // 256,
         "round(x / 255 * (levels - 1)) (nearest of evenly spaced values) instead of the floor bins "
         "(x * levels) // 256": lambda x, levels: (x.float() / 255 * (levels - 1)).round().long(),
+        "x / 255 * levels: a white pixel (255) becomes level `levels`, one past the last; the bins are 256 / levels "
+        "intensities wide: (x.long() * levels) // 256": lambda x, levels: (x.float() / 255 * levels).long(),
     }
-    ok = compare("quantize", learner, quantize, cases, mistakes, atol=0)
-    return learner if ok else quantize
+    ok = compare("quantize", learner, quantize, _quantize_cases(), mistakes, atol=0, dtype=True,
+                 on_error=_quantize_error, diagnose=_quantize_symptom)
+    return settle("quantize", learner, quantize, ok)
 
 
 # ---------------------------------------------------------------- Exercise 2: lowres
@@ -80,26 +78,32 @@ def _subsample(x: torch.Tensor, size: int, offset: int) -> torch.Tensor:
     return to_float(x)[..., offset * (k // 2) :: k, offset * (k // 2) :: k]
 
 
+def _lowres_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    images, size = args
+    out = got[0]
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], size, size):
+        return (f"returned {tuple(out.shape)}: the channel axis is missing; image encoders read "
+                "[B, 1, size, size], add it with .unsqueeze(1)")
+    return None
+
+
 def check_lowres(learner: Callable | None) -> Callable:
     """Check lowres(images, size): uint8 [B, 28, 28] -> float [B, 1, size, size] in [0, 1], block means."""
-    cases = _lowres_cases()
-    out = _first_output(learner, cases[0]) if learner is not None else None
-    if _uint8_arithmetic(out):
-        return _fail(lowres, f"{type(out).__name__} from arithmetic on the uint8 images ({out}); "
-                               "convert them first: images.float() / 255")
-    images, size = cases[0]
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], size, size):
-        return _fail(lowres, f"returned {tuple(out.shape)}: the channel axis is missing; image encoders "
-                               f"read [B, 1, size, size], add it with .unsqueeze(1)")
     mistakes = {
         "the intensities are not scaled by 1/255 (values in [0, 255], expected [0, 1])":
             lambda x, size: lowres(x, size) * 255,
+        "intensities divided by 256 instead of 255 (white becomes 0.996, not 1)":
+            lambda x, size: lowres(x, size) * 255 / 256,
         "every k-th pixel (subsampling) instead of the mean of each k×k block": lambda x, s: _subsample(x, s, 0),
         "the centre pixel of each k×k block (subsampling) instead of the block's mean":
             lambda x, s: _subsample(x, s, 1),
+        "bilinear interpolation, which reads a few pixels between blocks instead of averaging each k×k block: use "
+        "F.avg_pool2d(x, k) or F.interpolate(..., mode='area')":
+            lambda x, s: F.interpolate(to_float(x), size=(s, s), mode="bilinear", align_corners=False),
     }
-    ok = compare("lowres", learner, lowres, cases, mistakes)
-    return learner if ok else lowres
+    ok = compare("lowres", learner, lowres, _lowres_cases(), mistakes, dtype=True, on_error=_uint8_hint,
+                 diagnose=_lowres_symptom)
+    return settle("lowres", learner, lowres, ok)
 
 
 # ---------------------------------------------------------------- Exercise 3 (optional): sobel_edges
@@ -125,24 +129,36 @@ def _per_image_max(m: torch.Tensor) -> torch.Tensor:
     return m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
 
 
+def _sobel_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    out, images = got[0], args[0]
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], 1, 26, 26):
+        return "returned (B, 1, 26, 26): the convolution needs padding=1 to keep 28×28"
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], 28, 28):
+        return "returned (B, 28, 28): the channel axis is missing; edge maps are [B, 1, H, W] (.unsqueeze(1))"
+    return None
+
+
+def _replicate_border(x: torch.Tensor) -> torch.Tensor:
+    gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    grad = F.conv2d(F.pad(to_float(x), (1, 1, 1, 1), mode="replicate"), torch.stack([gx, gx.T])[:, None])
+    return _per_image_max(grad.pow(2).sum(1, keepdim=True).sqrt())
+
+
 def check_sobel_edges(learner: Callable | None) -> Callable:
     """Check sobel_edges(images): uint8 [B, H, W] -> float [B, 1, H, W], gradient magnitude, each image max 1."""
-    cases = _sobel_cases()
-    out = _first_output(learner, cases[0]) if learner is not None else None
-    if _uint8_arithmetic(out):
-        return _fail(sobel_edges, f"{type(out).__name__} from arithmetic on the uint8 images ({out}); "
-                                    "convert them first: images.float() / 255")
-    images = cases[0][0]
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], 1, 26, 26):
-        return _fail(sobel_edges, "returned (B, 1, 26, 26): the convolution needs padding=1 to keep 28×28")
     mistakes = {
         "only the x derivative (vertical edges only; the y kernel is gx.T)":
             lambda x: _per_image_max(_sobel_parts(x)[0].abs()),
         "|gx| + |gy| instead of the magnitude sqrt(gx² + gy²)":
             lambda x: _per_image_max(sum(g.abs() for g in _sobel_parts(x))),
+        "the squared magnitude gx² + gy² (take its square root)":
+            lambda x: _per_image_max(sum(g**2 for g in _sobel_parts(x))),
         "the magnitude divided by the whole batch's maximum instead of each image's own maximum":
             lambda x: _magnitude(x) / _magnitude(x).max(),
         "the magnitude is not scaled (each image's maximum should be 1)": _magnitude,
+        "the border padded by repeating the edge pixels; conv2d(..., padding=1) pads with zeros, as the "
+        "reference does": _replicate_border,
     }
-    ok = compare("sobel_edges", learner, sobel_edges, cases, mistakes)
-    return learner if ok else sobel_edges
+    ok = compare("sobel_edges", learner, sobel_edges, _sobel_cases(), mistakes, dtype=True, on_error=_uint8_hint,
+                 diagnose=_sobel_symptom)
+    return settle("sobel_edges", learner, sobel_edges, ok)

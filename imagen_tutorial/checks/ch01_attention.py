@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..attention import attention, causal_mask
-from .core import REFERENCE, compare
+from .core import compare, settle
 
 __all__ = ["check_attention", "check_causal_mask", "check_split_heads"]
 
@@ -17,47 +17,131 @@ __all__ = ["check_attention", "check_causal_mask", "check_split_heads"]
 def _attention_cases() -> list[tuple]:
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 8, generator=g) * 3 for _ in range(3))
-    return [(q, k, v, None), (q, k, v, causal_mask(5))]
+    # cross-attention sizes too: T = 4 queries, S = 6 keys, d = 8, so no size stands in for another
+    cq, ck, cv = (torch.randn(2, 2, n, 8, generator=g) * 3 for n in (4, 6, 6))
+    keep = torch.tensor([[True] * 6, [True, True, True, False, False, False]])[:, None, None, :]  # (B, 1, 1, S)
+    return [(q, k, v, None), (q, k, v, causal_mask(5)), (cq, ck, cv, keep)]
+
+
+def _scores(q, k, scale):
+    return q @ k.transpose(-2, -1) / scale
+
+
+def _masked(scores, mask, fill=float("-inf")):
+    return scores if mask is None else scores.masked_fill(~mask, fill)
 
 
 def _no_scale(q, k, v, mask=None):
     return attention(q * math.sqrt(q.size(-1)), k, v, mask)
 
 
+def _scale_by(size: Callable) -> Callable:
+    def wrong(q, k, v, mask=None):
+        weights = _masked(_scores(q, k, math.sqrt(size(q, k))), mask).softmax(-1)
+        return weights @ v, weights
+    return wrong
+
+
 def _mask_after_softmax(q, k, v, mask=None):
-    weights = (q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(-1)
+    weights = _scores(q, k, math.sqrt(q.size(-1))).softmax(-1)
     if mask is not None:
         weights = weights.masked_fill(~mask, 0.0)
     return weights @ v, weights
 
 
 def _softmax_wrong_axis(q, k, v, mask=None):
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = scores.softmax(-2).nan_to_num()
+    weights = _masked(_scores(q, k, math.sqrt(q.size(-1))), mask).softmax(-2).nan_to_num()
     return weights @ v, weights
 
 
+def _scores_as_weights(q, k, v, mask=None):
+    scores = _masked(_scores(q, k, math.sqrt(q.size(-1))), mask)
+    return scores.softmax(-1) @ v, scores
+
+
+def _swapped(q, k, v, mask=None):
+    output, weights = attention(q, k, v, mask)
+    return weights, output
+
+
+def _inverted_mask(q, k, v, mask=None):
+    scores = _scores(q, k, math.sqrt(q.size(-1)))
+    weights = (scores if mask is None else scores.masked_fill(mask, float("-inf"))).softmax(-1)
+    return weights @ v, weights
+
+
+def _mask_multiplies(q, k, v, mask=None):
+    scores = _scores(q, k, math.sqrt(q.size(-1)))
+    weights = (scores if mask is None else scores * mask).softmax(-1)
+    return weights @ v, weights
+
+
+def _scale_after_softmax(q, k, v, mask=None):
+    weights = _masked(_scores(q, k, 1.0), mask).softmax(-1) / math.sqrt(q.size(-1))
+    return weights @ v, weights
+
+
+def _attention_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    """Name what is wrong with the weights when no known mistake reproduces the output."""
+    if len(got) != 2 or not all(isinstance(t, Tensor) for t in got) or got[1].shape != expected[1].shape:
+        return None
+    sums = got[1].double().sum(-1)
+    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        return ("the weights' rows do not sum to 1: the softmax must be the last step on the scores, over the keys "
+                "(dim=-1), after scaling and masking")
+    return None
+
+
 def check_attention(learner: Callable | None) -> Callable:
-    """Check attention(query, key, value, mask) -> (output, weights) with and without a causal mask."""
+    """Check attention(query, key, value, mask) -> (output, weights): without a mask, with a causal mask, and as
+    cross-attention (T != S) with a padding mask. Both returned tensors are compared."""
     mistakes = {
         "the √d scale is missing (scores are not divided by sqrt(d))": _no_scale,
+        "scores divided by d instead of by sqrt(d)": _scale_by(lambda q, k: q.size(-1) ** 2),
+        "scores divided by the square root of the number of queries (query.size(-2)); d is the feature size, "
+        "query.size(-1)": _scale_by(lambda q, k: q.size(-2)),
+        "scores divided by the square root of the number of keys (key.size(-2)); d is the feature size, "
+        "query.size(-1)": _scale_by(lambda q, k: k.size(-2)),
         "the mask is applied after the softmax (rows no longer sum to 1)": _mask_after_softmax,
         "the softmax runs over the queries (dim=-2) instead of the keys (dim=-1)": _softmax_wrong_axis,
+        "the scores returned as the weights: return the softmax's output (the weights that multiply the values), "
+        "not the masked scores, which hold -inf": _scores_as_weights,
+        "(weights, output) in the wrong order: return (output, weights)": _swapped,
+        "the mask is inverted: masked_fill(mask, -inf) blocks the keys a query may see; with True = may attend, "
+        "fill where the mask is False, masked_fill(~mask, float('-inf'))": _inverted_mask,
+        "the mask multiplies the scores: a score of 0 still gets weight e^0 > 0; set forbidden scores to -inf "
+        "with masked_fill(~mask, float('-inf'))": _mask_multiplies,
+        "the √d scale applied after the softmax (the weights no longer sum to 1); divide the scores":
+            _scale_after_softmax,
     }
-    ok = compare("attention", learner, attention, _attention_cases(), mistakes)
-    return learner if ok else attention
+    ok = compare("attention", learner, attention, _attention_cases(), mistakes, outputs=("output", "weights"),
+                 dtype=True, diagnose=_attention_symptom)
+    return settle("attention", learner, attention, ok)
+
+
+def _mask_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    mask = got[0]
+    if isinstance(mask, Tensor) and mask.shape == expected[0].shape and mask.dtype != torch.bool:
+        if torch.equal(mask.double(), expected[0].double()):
+            return (f"the right pattern, but as {mask.dtype} 0/1 values; a mask must be bool (True = may attend): "
+                    "`~mask` and masked_fill need bool, so build it with dtype=torch.bool (or add .bool())")
+        return f"returned {mask.dtype}; a mask is bool, True where query i may attend to key j <= i"
+    return None
 
 
 def check_causal_mask(learner: Callable | None) -> Callable:
-    """Check causal_mask(T) -> bool [T, T], True where query i may look at key j <= i."""
+    """Check causal_mask(T) -> bool [T, T], True where query i may look at key j <= i. The first case is T = 4,
+    where every named mistake differs from the others (at T = 1 several coincide)."""
     mistakes = {
         "the mask is transposed (queries see the future, not the past)": lambda t: causal_mask(t).T,
         "the diagonal is excluded (a position must see itself)": lambda t: causal_mask(t).tril(-1),
+        "the mask is inverted: True marks the blocked keys (torch.nn.MultiheadAttention's convention); here True "
+        "means may attend, so keep the lower triangle, torch.tril": lambda t: ~causal_mask(t),
+        "all True: nothing is masked, so every position sees the future": lambda t: torch.ones(t, t, dtype=torch.bool),
     }
-    ok = compare("causal_mask", learner, causal_mask, [(1,), (4,), (7,)], mistakes, atol=0)
-    return learner if ok else causal_mask
+    ok = compare("causal_mask", learner, causal_mask, [(4,), (7,), (1,)], mistakes, atol=0, dtype=True,
+                 diagnose=_mask_symptom)
+    return settle("causal_mask", learner, causal_mask, ok)
 
 
 # ---------------------------------------------------------------- heads
@@ -80,26 +164,20 @@ def _split_cases() -> list[tuple]:
             (torch.randn(1, 7, 24, generator=g), 3)]
 
 
-_NOT_SWAPPED = ("heads and time are not swapped: the result is (B, T, H, C/H) instead of (B, H, T, C/H) "
-                "(transpose axes 1 and 2 after the view)")
-
-
 def check_split_heads(learner: Callable | None) -> Callable:
     """Check split_heads(x, n_heads): (B, T, C) -> (B, H, T, C/H)."""
-    x, h = _split_cases()[0]
-    try:  # a (B, T, H, C/H) answer has the wrong shape, which `compare` would report without naming the mistake
-        got = learner(x, h) if learner is not None else None
-    except Exception:  # `compare` below reports it
-        got = None
-    if isinstance(got, Tensor) and torch.equal(got, x.view(2, 5, h, 3)):
-        print(f"❌ split_heads: the output looks like {_NOT_SWAPPED} — {REFERENCE}")
-        return split_heads
+    def view(x, h, *shape):
+        return x.reshape(x.size(0), *shape)
+
     mistakes = {
+        "heads and time are not swapped: the result is (B, T, H, C/H) instead of (B, H, T, C/H) "
+        "(transpose axes 1 and 2 after the view)": lambda x, h: view(x, h, x.size(1), h, x.size(2) // h),
         "x.view(B, H, T, C // H) without a transpose (each head gets a mix of positions, not its channels)":
-            lambda x, h: x.reshape(x.size(0), h, x.size(1), -1),
+            lambda x, h: view(x, h, h, x.size(1), x.size(2) // h),
         "the channels are split in the wrong order, view(B, T, C // H, H): head h gets every H-th channel "
-        "instead of a contiguous block":
-            lambda x, h: x.reshape(x.size(0), x.size(1), -1, h).permute(0, 3, 1, 2),
+        "instead of a contiguous block": lambda x, h: view(x, h, x.size(1), x.size(2) // h, h).permute(0, 3, 1, 2),
+        "time and channels swapped: the result is (B, H, C/H, T); after the view, transpose axes 1 and 2 only":
+            lambda x, h: view(x, h, x.size(1), h, x.size(2) // h).permute(0, 2, 3, 1),
     }
-    ok = compare("split_heads", learner, split_heads, _split_cases(), mistakes, atol=0)
-    return learner if ok else split_heads
+    ok = compare("split_heads", learner, split_heads, _split_cases(), mistakes, atol=0, dtype=True)
+    return settle("split_heads", learner, split_heads, ok)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..blocks import DecoderBlock
-from .core import REFERENCE, compare, reference_given
+from .core import compare, error_text, fail, is_stub, not_attempted, reference_given, settle
 
 __all__ = ["check_feed_forward", "check_pre_ln_residual", "check_decoder_block"]
 
@@ -36,6 +36,13 @@ def _feed_forward_cases() -> list[tuple]:
             (torch.randn(2, 5, 4, generator=g), *weights(4, 16))]
 
 
+def _feed_forward_error(error: BaseException, args: tuple) -> str | None:
+    if "cannot be multiplied" in str(error):
+        return ("nn.Linear stores its weight as [out, in], so x @ w1 needs w1 transposed: use F.linear(x, w1, b1), "
+                "which computes x @ w1.T + b1")
+    return None
+
+
 def check_feed_forward(learner: Callable | None) -> Callable:
     """Check feed_forward(x, w1, b1, w2, b2): x [..., d], w1 [d_ff, d], b1 [d_ff], w2 [d, d_ff], b2 [d]."""
     mistakes = {
@@ -46,9 +53,16 @@ def check_feed_forward(learner: Callable | None) -> Callable:
         "the second bias b2 is missing": lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2),
         "the weights are used untransposed (x @ w1 instead of x @ w1.T; F.linear transposes for you)":
             lambda x, w1, b1, w2, b2: F.gelu(x @ w1 + b1) @ w2 + b2,
+        "the GELU is missing: two Linear maps in a row are just one Linear map":
+            lambda x, w1, b1, w2, b2: F.linear(F.linear(x, w1, b1), w2, b2),
+        "the GELU comes after the second Linear instead of between the two":
+            lambda x, w1, b1, w2, b2: F.gelu(F.linear(F.linear(x, w1, b1), w2, b2)),
+        "the biases are swapped (b1 belongs to the first Linear, b2 to the second)":
+            lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b2)), w2, b1),
     }
-    ok = compare("feed_forward", learner, feed_forward, _feed_forward_cases(), mistakes, atol=1e-4)
-    return learner if ok else feed_forward
+    ok = compare("feed_forward", learner, feed_forward, _feed_forward_cases(), mistakes, atol=1e-4, dtype=True,
+                 on_error=_feed_forward_error)
+    return settle("feed_forward", learner, feed_forward, ok)
 
 
 def _pre_ln_cases() -> list[tuple]:
@@ -78,9 +92,11 @@ def check_pre_ln_residual(learner: Callable | None) -> Callable:
         "the residual is missing: sublayer(norm(x)) — add x back": lambda x, f, norm: f(norm(x)),
         "the norm is applied to the sub-layer's output: x + norm(sublayer(x))": lambda x, f, norm: x + norm(f(x)),
         "the norm is missing: x + sublayer(x)": lambda x, f, norm: x + f(x),
+        "the residual adds norm(x) instead of x: norm(x) + sublayer(norm(x)); add the un-normalised input":
+            lambda x, f, norm: norm(x) + f(norm(x)),
     }
-    ok = compare("pre_ln_sublayer", learner, pre_ln_sublayer, _pre_ln_cases(), mistakes)
-    return learner if ok else pre_ln_sublayer
+    ok = compare("pre_ln_sublayer", learner, pre_ln_sublayer, _pre_ln_cases(), mistakes, dtype=True)
+    return settle("pre_ln_sublayer", learner, pre_ln_sublayer, ok)
 
 
 def _decoder_cases() -> list[tuple]:
@@ -115,8 +131,33 @@ def _decoder_mistakes(block: DecoderBlock) -> dict[str, Callable]:
         x = x + b.self_attn(b.ln1(x))
         return x + b.ff(b.ln3(x))
 
+    def no_self_residual(x, memory, mask):
+        x = b.self_attn(b.ln1(x))
+        x = x + b.cross_attn(b.ln2(x), memory=memory, mask=mask)
+        return x + b.ff(b.ln3(x))
+
+    def cross_first(x, memory, mask):
+        x = x + b.cross_attn(b.ln2(x), memory=memory, mask=mask)
+        x = x + b.self_attn(b.ln1(x))
+        return x + b.ff(b.ln3(x))
+
+    def one_norm(x, memory, mask):
+        x = x + b.self_attn(b.ln1(x))
+        x = x + b.cross_attn(b.ln1(x), memory=memory, mask=mask)
+        return x + b.ff(b.ln1(x))
+
+    def inverted_mask(x, memory, mask):
+        return b(x, memory, None if mask is None else ~mask)
+
     return {
         "post-LN (norm after the residual sum) — normalise each sub-layer's input instead": post_ln,
+        "the memory_mask is inverted: True marks the real caption tokens, so pass it as it is (not ~memory_mask)":
+            inverted_mask,
+        "the self-attention's residual is missing (x = self_attn(...) instead of x = x + self_attn(...))":
+            no_self_residual,
+        "the cross-attention comes before the self-attention: self-attention, cross-attention, feed-forward":
+            cross_first,
+        "ln1 is used for every sub-layer: each has its own LayerNorm (ln1, ln2, ln3)": one_norm,
         "the memory_mask is not passed to the cross-attention (padded memory rows are attended)": no_mask,
         "the memory is normalised by ln2 too — only the queries' side (x) is normalised": memory_normed,
         "the cross-attention's residual is missing (x = cross_attn(...) instead of x = x + cross_attn(...))":
@@ -131,23 +172,30 @@ def check_decoder_block(learner_cls: type | None) -> type:
     forward(x [B,T,C], memory [B,S,C], memory_mask [B,S]) must match `DecoderBlock`."""
     name = "DecoderBlock"
     if reference_given(name, learner_cls, DecoderBlock):
-        return DecoderBlock
+        return settle(name, learner_cls, DecoderBlock, False)
     if learner_cls is None:
-        print(f"❌ {name}: not attempted — {REFERENCE}")
-        return DecoderBlock
+        not_attempted(name)
+        return settle(name, None, DecoderBlock, False)
     with torch.random.fork_rng(devices=[]):  # building modules draws random weights; keep the notebook's RNG
         torch.manual_seed(0)
         reference = DecoderBlock(16, 2, 64)
+        with torch.no_grad():  # LayerNorms that differ from each other, so that using one for another shows
+            for module in reference.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    module.weight.normal_(1.0, 0.3)
+                    module.bias.normal_(0.0, 0.3)
         try:
             learner = learner_cls(16, 2, 64)
             learner.load_state_dict(reference.state_dict())
         except Exception as error:
-            message = str(error).splitlines()[0]
-            print(f"❌ {name}: could not build it with the package's weights ({type(error).__name__}: "
-                  f"{message}) — {REFERENCE}")
-            return DecoderBlock
+            if is_stub(error):
+                not_attempted(name)
+            else:
+                fail(name, f"could not build it with the package's weights ({error_text(error)})")
+            return settle(name, None, DecoderBlock, False)
     reference.eval()
     learner.eval()
     with torch.no_grad():
-        ok = compare(name, learner, reference, _decoder_cases(), _decoder_mistakes(reference))
-    return learner_cls if ok else DecoderBlock
+        ok = compare(name, learner, reference, _decoder_cases(), _decoder_mistakes(reference), dtype=True,
+                     arg_names=("x", "memory", "memory_mask"))
+    return settle(name, learner_cls, DecoderBlock, ok)

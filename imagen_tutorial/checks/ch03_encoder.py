@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import REFERENCE, compare, reference_given
+from .core import compare, fail, is_stub, not_attempted, reference_given, settle, verdict
 
 __all__ = ["check_embed", "check_patchify", "check_resnet_encoder"]
 
@@ -27,21 +28,26 @@ def _embed_cases() -> list[tuple]:
             (torch.randint(0, 10, (1, 1), generator=g), token_table, pos_table)]
 
 
-def _explain_shape_error(learner: Callable) -> Callable:
-    """Wrap the learner so that the usual broadcasting error says what to do about it."""
+def _embed_error(error: BaseException, args: tuple) -> str | None:
+    """The usual broadcasting errors, said in the exercise's words."""
+    tokens, _, pos_table = args
+    text = str(error)
+    if "must match the size" not in text:
+        return None
+    if f"({pos_table.size(0)})" in text:
+        return (f"the position table has max_len={pos_table.size(0)} rows but the captions have S={tokens.size(1)} "
+                f"tokens: add only its first S rows, pos_table[:S]")
+    if f"({tokens.size(0)})" in text:
+        return ("tokens.size(0) is the batch size B; the positions run along tokens.size(1), so take "
+                "pos_table[:tokens.size(1)]")
+    return None
 
-    def wrapped(tokens, token_table, pos_table):
-        try:
-            return learner(tokens, token_table, pos_table)
-        except NotImplementedError:
-            raise
-        except RuntimeError as error:
-            if "must match the size" not in str(error):
-                raise
-            raise RuntimeError(f"{error} — the position table has max_len={pos_table.size(0)} rows but the captions "
-                               f"have S={tokens.size(1)} tokens: add only its first S rows, pos_table[:S]") from None
 
-    return wrapped
+def _embed_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    out, d = got[0], args[1].size(1)
+    if isinstance(out, Tensor) and out.shape[:-1] == expected[0].shape[:-1] and out.size(-1) == 2 * d:
+        return f"returned [..., {2 * d}]: the token and position vectors are concatenated; add them ([..., {d}])"
+    return None
 
 
 def check_embed(learner: Callable | None) -> Callable:
@@ -52,12 +58,12 @@ def check_embed(learner: Callable | None) -> Callable:
         + pos[t],
         "the last S position vectors (pos_table[-S:]) instead of the first S": lambda t, tok, pos: tok[t]
         + pos[-t.size(1):],
+        "positions counted from 1 (pos_table[1:S+1]); the first token is position 0, pos_table[:S]":
+            lambda t, tok, pos: tok[t] + pos[1 : t.size(1) + 1],
     }
-    if reference_given("embed", learner, embed):
-        return embed
-    wrapped = None if learner is None else _explain_shape_error(learner)
-    ok = compare("embed", wrapped, embed, _embed_cases(), mistakes)
-    return learner if ok else embed
+    ok = compare("embed", learner, embed, _embed_cases(), mistakes, dtype=True, on_error=_embed_error,
+                 diagnose=_embed_symptom)
+    return settle("embed", learner, embed, ok)
 
 
 # ---------------------------------------------------------------- exercise 2: patchify
@@ -95,9 +101,11 @@ def check_patchify(learner: Callable | None) -> Callable:
         "pixels flattened column by column inside each patch (flatten each patch row by row)": _pixels_column_major,
         "a plain reshape without a permute (each 'patch' is a run of pixels from one image row)":
             lambda x, p: x.reshape(x.size(0), -1, p * p),
+        "F.unfold's output as it comes, (B, p·p, patches): transpose(1, 2) to put the patches first":
+            lambda x, p: F.unfold(x, p, stride=p),
     }
-    ok = compare("patchify", learner, patchify, _patchify_cases(), mistakes, atol=0)
-    return learner if ok else patchify
+    ok = compare("patchify", learner, patchify, _patchify_cases(), mistakes, atol=0, dtype=True)
+    return settle("patchify", learner, patchify, ok)
 
 
 # ---------------------------------------------------------------- exercise 3: a ResNet as image encoder
@@ -126,10 +134,8 @@ def _resnet_problem(learner: type, d_model: int = 32) -> str | tuple[str, list[i
     """Build and run the learner's encoder; return a problem (a string) or ("ok", output shape)."""
     try:
         model = learner(d_model)
-    except NotImplementedError:
-        return "not attempted"
     except Exception as error:
-        return f"{type(error).__name__} while building it: {error}"
+        return "not attempted" if is_stub(error) else f"{type(error).__name__} while building it: {error}"
     if not isinstance(model, nn.Module) or "_modules" not in vars(model):
         return "__init__ did not build an nn.Module (does it start with super().__init__()?)"
     seen: dict = {"pooled": False, "features": None, "linear_input": None}
@@ -146,15 +152,15 @@ def _resnet_problem(learner: type, d_model: int = 32) -> str | tuple[str, list[i
     images = torch.rand(2, 1, 14, 14)
     try:
         out = model(images)
-    except NotImplementedError:
-        return "not attempted"
     except RuntimeError as error:
+        if is_stub(error):
+            return "not attempted"
         if "channels" in str(error):
             return ("the first convolution does not take 1 channel (ImageNet's conv1 expects 3, RGB): replace "
                     "conv1 by nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)")
         return f"raised RuntimeError: {error}"
     except Exception as error:
-        return f"raised {type(error).__name__}: {error}"
+        return "not attempted" if is_stub(error) else f"raised {type(error).__name__}: {error}"
     finally:
         for handle in handles:
             handle.remove()
@@ -195,7 +201,7 @@ def check_resnet_encoder(learner: type | None) -> type:
     The weights are random, so this checks shapes and plumbing, not values."""
     name = "ResNetEncoder"
     if reference_given(name, learner, ReferenceResNetEncoder):
-        return ReferenceResNetEncoder
+        return settle(name, learner, ReferenceResNetEncoder, False)
     if learner is None:
         result = "not attempted"
     else:
@@ -209,8 +215,11 @@ def check_resnet_encoder(learner: type | None) -> type:
         shape = result[1]
         note = "" if shape[1] > 1 else (" (only 1 token: the ImageNet stem shrinks a small image to 1×1; a 3×3 "
                                         "stride-1 conv1 without the max-pool keeps more positions)")
-        print(f"✅ {name}: memory {shape} from 2 images 14×14, finite, gradients reach the 1-channel conv1{note}")
+        verdict(name, True, f"memory {shape} from 2 images 14×14, finite, gradients reach the 1-channel conv1{note}")
         return learner
-    print(f"❌ {name}: {result} — {REFERENCE}")
-    return ReferenceResNetEncoder
+    if result == "not attempted":
+        not_attempted(name)
+    else:
+        fail(name, result)
+    return settle(name, learner, ReferenceResNetEncoder, False)
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..train import lr_factor
-from .core import compare, reference_given
+from .core import compare, reference_given, settle
 
 __all__ = ["check_lr_factor", "check_clip_grad_norm", "lr_factor_reference", "clip_grad_norm_reference"]
 
@@ -58,6 +58,13 @@ def _cosine_over_total_shifted(step, warmup_steps, total_steps, min_ratio):
     return _cosine((step - warmup_steps) / total_steps, min_ratio)
 
 
+def _unclamped(step, warmup_steps, total_steps, min_ratio):
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def _over_steps(fn: Callable) -> Callable:
     """factor(step, ...) -> a function of (list of steps, ...) returning a float tensor of factors."""
     return lambda steps, *args: torch.tensor([float(fn(s, *args)) for s in steps], dtype=torch.float64)
@@ -66,7 +73,7 @@ def _over_steps(fn: Callable) -> Callable:
 def check_lr_factor(learner: Callable | None) -> Callable:
     """Check lr_factor(step, warmup_steps, total_steps, min_ratio) -> float over whole schedules."""
     if reference_given("lr_factor", learner, lr_factor_reference):
-        return lr_factor_reference
+        return settle("lr_factor", learner, lr_factor_reference, False)
     steps = [0, 1, 4, 8, 9, 10, 11, 30, 60, 100, 109, 110, 130]
     cases = [(steps, 10, 110, 0.1), ([0, 1, 2, 3, 5, 10, 19, 20], 4, 20, 0.25), ([0, 7, 25, 49, 50], 0, 50, 0.2)]
     mistakes = {
@@ -77,11 +84,13 @@ def check_lr_factor(learner: Callable | None) -> Callable:
         "the cosine decays to 0 instead of to min_ratio": _decays_to_zero,
         "the cosine runs over total_steps instead of over the steps after the warm-up": _cosine_over_total,
         "the cosine divides by total_steps instead of total_steps - warmup_steps": _cosine_over_total_shifted,
+        "the progress is not clamped at 1: after total_steps the cosine climbs back up (use min(1, progress))":
+            _unclamped,
     }
     mistakes = {k: _over_steps(v) for k, v in mistakes.items()}
     wrapped = None if learner is None else _over_steps(learner)
     ok = compare("lr_factor", wrapped, _over_steps(lr_factor_reference), cases, mistakes, atol=1e-6)
-    return learner if ok else lr_factor_reference
+    return settle("lr_factor", learner, lr_factor_reference, ok)
 
 
 # ---------------------------------------------------------------- exercise 2: gradient clipping
@@ -107,9 +116,20 @@ def _always_normalise(grads, max_norm):
     return [g * max_norm / (total + 1e-6) for g in grads]
 
 
+def _sum_of_norms(grads, max_norm):
+    total = sum(g.norm() for g in grads)
+    return [g * min(1.0, max_norm / (float(total) + 1e-6)) for g in grads]
+
+
 def _flat(fn: Callable) -> Callable:
-    """clip(grads, max_norm) -> one flat tensor of every clipped gradient (on copies: the cases stay intact)."""
-    return lambda grads, max_norm: torch.cat([g.flatten() for g in fn([g.clone() for g in grads], max_norm)])
+    """clip(grads, max_norm) -> one flat tensor of every clipped gradient (on copies: the cases stay intact;
+    clipping in place, as torch's clip_grad_norm_ does, is fine as long as the gradients are returned)."""
+
+    def run(grads, max_norm):
+        clipped = fn([g.clone() for g in grads], max_norm)
+        return None if clipped is None else torch.cat([g.flatten() for g in clipped])
+
+    return run
 
 
 def _clip_cases() -> list[tuple]:
@@ -123,13 +143,15 @@ def _clip_cases() -> list[tuple]:
 def check_clip_grad_norm(learner: Callable | None) -> Callable:
     """Check clip_grad_norm(grads, max_norm) -> list of gradients scaled by min(1, max_norm / global norm)."""
     if reference_given("clip_grad_norm", learner, clip_grad_norm_reference):
-        return clip_grad_norm_reference
+        return settle("clip_grad_norm", learner, clip_grad_norm_reference, False)
     mistakes = {
         "each tensor is clipped by its own norm instead of by the global norm of all of them": _per_tensor,
         "the values are clamped to [-max_norm, max_norm] instead of scaling the whole gradient": _clamp_values,
         "the gradient is always rescaled to max_norm, even when its norm is already below": _always_normalise,
+        "the global norm taken as the sum of the tensors' norms; it is the square root of the sum of their "
+        "squared norms (the norm of all gradients as one vector)": _sum_of_norms,
     }
     mistakes = {k: _flat(v) for k, v in mistakes.items()}
     wrapped = None if learner is None else _flat(learner)
     ok = compare("clip_grad_norm", wrapped, _flat(clip_grad_norm_reference), _clip_cases(), mistakes, atol=1e-5)
-    return learner if ok else clip_grad_norm_reference
+    return settle("clip_grad_norm", learner, clip_grad_norm_reference, ok)

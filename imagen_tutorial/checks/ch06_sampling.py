@@ -8,6 +8,7 @@ sampling loop, and tests/test_checks_ch06.py checks that it draws exactly the pa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,7 +18,22 @@ from torch import Tensor
 from ..attention import MultiHeadAttention, attention
 from ..model import ImageTransformer
 from .ch01_attention import merge_heads, split_heads
-from .core import REFERENCE, compare, reference_given
+from .core import (
+    compare,
+    draws_match,
+    error_text,
+    fail,
+    fixed_rng,
+    generator_use,
+    is_stub,
+    not_attempted,
+    note,
+    one_thread,
+    pytorch_hint,
+    reference_given,
+    settle,
+    verdict,
+)
 
 __all__ = ["attend_with_cache", "check_attend_with_cache", "check_sample_logits", "decoder_step",
            "sample_logits", "sample_with_cache"]
@@ -44,13 +60,15 @@ def _cached_step(attn, x, cache, attend_heads):
 
 
 def _steps(attend: Callable) -> Callable:
-    """attend(attn, x_t, cache) one position at a time -> a function (layer, x (B, T, C)) -> (B, T, C)."""
+    """attend(attn, x_t, cache) one position at a time -> a function (layer, x (B, T, C)) -> (B, T, C). The last
+    cache it built stays in `run.cache`, so that an error can be explained by what the cache holds."""
 
     def run(layer: MultiHeadAttention, x: Tensor) -> Tensor:
-        cache: dict = {}
+        run.cache = cache = {}
         with torch.no_grad():
             return torch.cat([attend(layer, x[:, t : t + 1], cache) for t in range(x.size(1))], dim=1)
 
+    run.cache = {}
     return run
 
 
@@ -72,6 +90,29 @@ def _overwrite(attn, x, cache):
     return attend_with_cache(attn, x, cache)
 
 
+def _no_out(attn, x, cache):
+    return _cached_step(_NoOut(attn), x, cache, lambda q, k, v: attention(q, k, v)[0])
+
+
+class _NoOut:
+    """The layer's maps without its output projection."""
+
+    def __init__(self, attn: MultiHeadAttention) -> None:
+        self.query, self.key, self.value, self.n_heads = attn.query, attn.key, attn.value, attn.n_heads
+
+    @staticmethod
+    def out(y: Tensor) -> Tensor:
+        return y
+
+
+def _one_head(attn, x, cache):
+    q, k, v = attn.query(x), attn.key(x), attn.value(x)  # (B, 1, C): no split into heads
+    if cache:
+        k, v = torch.cat([cache["k"], k], dim=1), torch.cat([cache["v"], v], dim=1)
+    cache["k"], cache["v"] = k, v
+    return attn.out(attention(q, k, v)[0])
+
+
 def _attention_cases() -> list[tuple]:
     with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
         torch.manual_seed(0)
@@ -86,18 +127,32 @@ def _attention_cases() -> list[tuple]:
 def check_attend_with_cache(learner: Callable | None) -> Callable:
     """Check attend(attn, x (B, 1, C), cache dict) -> (B, 1, C): fed the positions one at a time, it must give what
     the package's causal MultiHeadAttention gives for all positions at once."""
-    if reference_given("attend_with_cache", learner, attend_with_cache):
-        return attend_with_cache
+    name = "attend_with_cache"
+    if reference_given(name, learner, attend_with_cache):
+        return settle(name, learner, attend_with_cache, False)
     mistakes = {
         "is_causal=True with a single query: PyTorch aligns that mask to the top-left, so the new position sees "
         "only the first key. One new query may see every cached key: no mask is needed": _causal_flag,
         "the √d scale is missing (scores are not divided by sqrt(d_head))": _no_scale,
         "the cache is overwritten instead of extended (torch.cat the new key/value after the cached ones, dim=2), "
         "so each position attends only to itself": _overwrite,
+        "attn.out is not applied: after merging the heads, the output projection attn.out maps them back": _no_out,
+        "the heads are not split: one attention over all C channels; split the query, key and value into "
+        "attn.n_heads heads of C/H channels": _one_head,
     }
-    ok = compare("attend_with_cache", _steps(learner) if learner is not None else None, _full_causal,
-                 _attention_cases(), {k: _steps(v) for k, v in mistakes.items()})
-    return learner if ok else attend_with_cache
+    steps = None if learner is None else _steps(learner)
+
+    def cache_error(error: BaseException, args: tuple) -> str | None:
+        k = steps.cache.get("k") if steps is not None else None
+        layer = args[0]
+        if isinstance(k, Tensor) and k.dim() == 4 and k.size(1) != layer.n_heads:
+            return (f"the cached keys are {tuple(k.shape)}: they were appended along axis 1 (the heads); time is "
+                    f"axis 2, torch.cat([cache['k'], k], dim=2)")
+        return None
+
+    ok = compare(name, steps, _full_causal, _attention_cases(), {k: _steps(v) for k, v in mistakes.items()},
+                 on_error=cache_error, arg_names=("attn", "x"))
+    return settle(name, learner, attend_with_cache, ok)
 
 
 # ---------------------------------------------------------------- the cache inside a sampling loop
@@ -151,86 +206,169 @@ def sample_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
-def _filtered(logits, top_k, fill=float("-inf"), keep_kth=True):
-    if top_k is None or top_k >= logits.size(-1):
-        return logits
-    kth = logits.topk(top_k, dim=-1).values[:, -1:]
-    return logits.masked_fill(logits < kth if keep_kth else logits <= kth, fill)
+# ---------------------------------------------------------------- checking a sampler by its distribution
+_LEVELS, _ROWS, _DRAWS = 16, 4, 4000  # 4 rows of logits, each drawn 4,000 times per setting
+_SETTINGS = [(0.5, None), (1.0, 3), (1.5, 5), (1.0, None), (0.7, 16)]  # (temperature, top_k)
 
 
-def _draw(probs, generator):
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+def _rows() -> Tensor:
+    return torch.randn(_ROWS, _LEVELS, generator=torch.Generator().manual_seed(0)) * 2
 
 
-# The mistakes below get temperature 0 right (the check tests it first) and go wrong elsewhere.
-def _after_softmax(logits, temperature, top_k, generator):
-    if temperature == 0:
-        return logits.argmax(-1)
-    return _draw(_filtered(logits.float(), top_k).softmax(-1) / temperature, generator)
+def _table(rows: Tensor, temperature: float, top_k: int | None, *, scale: str = "divide", fill: float = -math.inf,
+           keep_kth: bool = True) -> Tensor:
+    """The distribution over levels (ROWS, levels) that a sampler with these choices draws from."""
+    logits = {"divide": rows / temperature, "ignore": rows, "multiply": rows * temperature}[scale]
+    if top_k is not None and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth if keep_kth else logits <= kth, fill)
+    return logits.softmax(-1)
 
 
-def _multiplied(logits, temperature, top_k, generator):
-    if temperature == 0:
-        return logits.argmax(-1)
-    return _draw(_filtered(logits.float() * temperature, top_k).softmax(-1), generator)
+def _ranks(rows: Tensor, temperature: float, top_k: int | None) -> Tensor | None:
+    """Drawing a position among the top k (0..k-1) and returning it as if it were the level."""
+    if top_k is None or top_k >= rows.size(-1):
+        return None  # no top-k in this setting: says nothing about the mistake
+    values = (rows / temperature).topk(top_k, dim=-1).values
+    return torch.cat([values.softmax(-1), torch.zeros(rows.size(0), rows.size(1) - top_k)], dim=1)
 
 
-def _keeps_k_minus_1(logits, temperature, top_k, generator):
-    if temperature == 0:
-        return logits.argmax(-1)
-    return _draw(_filtered(logits.float() / temperature, top_k, keep_kth=False).softmax(-1), generator)
+_DRAW_MISTAKES = {
+    "the temperature has no effect: the draws follow softmax(logits) whatever τ is. Divide the logits by τ before "
+    "the softmax (dividing the probabilities after it changes nothing: they are renormalised)":
+        lambda r, t, k: _table(r, t, k, scale="ignore"),
+    "logits multiplied by the temperature instead of divided (τ < 1 then flattens, τ > 1 sharpens)":
+        lambda r, t, k: _table(r, t, k, scale="multiply"),
+    "k-1 levels kept instead of k (mask logits < the k-th largest, not <=)":
+        lambda r, t, k: _table(r, t, k, keep_kth=False),
+    "the filtered logits set to 0 instead of -inf (exp(0) > 0, so they can still be drawn)":
+        lambda r, t, k: _table(r, t, k, fill=0.0),
+    "a position among the top k (0..k-1) returned instead of its level: map it back with topk's indices, or "
+    "mask the other logits with -inf and keep all levels": _ranks,
+}
 
 
-def _zero_fill(logits, temperature, top_k, generator):
-    if temperature == 0:
-        return logits.argmax(-1)
-    return _draw(_filtered(logits.float() / temperature, top_k, fill=0.0).softmax(-1), generator)
+def _logits_error(error: BaseException, args: tuple) -> str | None:
+    if "must match the size" in str(error):
+        return ("keep the k-th value's axis: logits.topk(k, dim=-1).values[:, -1:] is (B, 1) and broadcasts against "
+                "(B, levels); values[:, -1] is (B,) and does not")
+    return pytorch_hint(error)
 
 
-def _seeded(fn: Callable | None) -> Callable | None:
-    """fn(logits, temperature, top_k, generator) -> fn(logits, temperature, top_k, seed): a fresh generator per
-    call, so that the learner and the reference get the same random numbers."""
-    if fn is None:
-        return None
-    return lambda logits, temperature, top_k, seed: fn(logits, temperature, top_k,
-                                                       torch.Generator().manual_seed(seed))
+def _levels_problem(out, rows: int) -> str | None:
+    if not isinstance(out, Tensor):
+        return f"returned {type(out).__name__}, expected levels (B,)"
+    if tuple(out.shape) == (rows, 1):
+        return "returned (B, 1): drop the last axis (.squeeze(1) or [:, 0]) -> (B,)"
+    if tuple(out.shape) == (rows, _LEVELS):
+        return "returned (B, levels): that is a distribution, not a draw; draw one level per row (B,)"
+    if tuple(out.shape) != (rows,):
+        return f"returned {tuple(out.shape)}, expected levels ({rows},)"
+    if out.is_floating_point():
+        return f"returned {out.dtype}; levels are integers (a LongTensor, as argmax and torch.multinomial give)"
+    if out.numel() and (out.min() < 0 or out.max() >= _LEVELS):
+        return f"levels {int(out.min())}..{int(out.max())} fall outside 0..{_LEVELS - 1}"
+    return None
 
 
-def _logits_cases() -> list[tuple]:
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(64, 16, generator=g) * 2  # 64 rows of 16 levels: enough draws to tell answers apart
-    return [(logits, 0.5, None, 0), (logits, 1.0, 3, 1), (logits, 1.5, 5, 2), (logits[:5], 1.0, None, 3),
-            (logits, 0.0, None, 4), (logits, 0.0, 3, 5)]
+def _greedy_problem(learner: Callable) -> tuple[str, bool] | None:
+    """Temperature 0 first: dividing by it gives inf/NaN, which the distribution test could not name.
+    Returns (problem, attempted) or None."""
+    logits = torch.randn(64, _LEVELS, generator=torch.Generator().manual_seed(1)) * 2
+    try:
+        with fixed_rng(1000):
+            got = learner(logits.clone(), 0.0, None, torch.Generator().manual_seed(0))
+    except Exception as error:
+        if is_stub(error):
+            return "not attempted", False
+        return f"at temperature 0 it raised {error_text(error)[:120]}: {_GREEDY}", True
+    problem = _levels_problem(got, 64)
+    if problem:
+        return problem, True
+    if not torch.equal(got, logits.argmax(-1)):
+        return f"at temperature 0 it returned levels other than the most likely ones: {_GREEDY}", True
+    return None
+
+
+_GREEDY = "temperature 0 means greedy, return logits.argmax(-1) before dividing by the temperature"
 
 
 def check_sample_logits(learner: Callable | None) -> Callable:
-    """Check sample_logits(logits (B, levels), temperature, top_k, generator) -> levels (B,): the same draws as the
-    reference for the same generator seed, and the argmax at temperature 0."""
-    if reference_given("sample_logits", learner, sample_logits):
-        return sample_logits
-    cases = _logits_cases()
-    if learner is not None:  # temperature 0 first: dividing by it gives inf/NaN, which `compare` cannot name
-        logits = cases[-2][0]
+    """Check sample_logits(logits (B, levels), temperature, top_k, generator) -> levels (B,): the argmax at
+    temperature 0, and otherwise draws that follow softmax(top-k(logits / τ)) — 4 rows of logits drawn 4,000 times
+    in each of 5 settings, tested by their frequencies (a correct sampler fails with probability < 1e-7, however it
+    draws: torch.multinomial, torch.distributions.Categorical, a loop over rows, …). A separate note says whether
+    the generator reproduces the draws and whether they equal the package's for the same seed."""
+    name = "sample_logits"
+    if reference_given(name, learner, sample_logits):
+        return settle(name, learner, sample_logits, False)
+    if learner is None:
+        not_attempted(name)
+        return settle(name, learner, sample_logits, False)
+    with one_thread():
+        ok = _check_draws(name, learner)
+    return settle(name, learner, sample_logits, ok)
+
+
+def _check_draws(name: str, learner: Callable) -> bool:
+    problem = _greedy_problem(learner)
+    if problem:
+        return verdict(name, False, problem[0], attempted=problem[1])
+    rows = _rows()
+    logits = rows.repeat_interleave(_DRAWS, dim=0)  # (ROWS * DRAWS, levels): row r drawn DRAWS times
+    draws, same_as_package = [], True
+    for seed, (temperature, top_k) in enumerate(_SETTINGS):
+        copy = logits.clone()
         try:
-            got = learner(logits, 0.0, None, torch.Generator().manual_seed(0))
-            problem = None
-            if isinstance(got, Tensor) and got.shape == logits.shape[:1] and not torch.equal(got, logits.argmax(-1)):
-                problem = "returned levels other than the most likely ones"
-        except NotImplementedError:
-            problem = None  # `compare` says "not attempted"
+            with fixed_rng(1000 + seed):  # not the generator's seed: a learner that ignores it must differ
+                out = learner(copy, temperature, top_k, torch.Generator().manual_seed(seed))
         except Exception as error:
-            problem = f"raised {type(error).__name__} ({str(error).splitlines()[0][:80]})"
+            if is_stub(error):
+                return not_attempted(name)
+            hint = _logits_error(error, (logits,))
+            return fail(name, f"raised {error_text(error)} (temperature {temperature}, top_k {top_k})"
+                              + (f"; {hint}" if hint else ""))
+        if not torch.equal(copy, logits):
+            return fail(name, "it writes into its input `logits` (the caller's tensor changes): divide and mask "
+                              "into a new tensor (logits / temperature, masked_fill) instead of /= or masked_fill_")
+        problem = _levels_problem(out, logits.size(0))
         if problem:
-            print(f"❌ sample_logits: at temperature 0 it {problem}: temperature 0 means greedy, return "
-                  f"logits.argmax(-1) before dividing by the temperature — {REFERENCE}")
-            return sample_logits
-    mistakes = {
-        "the temperature applied after the softmax (dividing probabilities by τ changes nothing: they are "
-        "renormalised); divide the logits": _after_softmax,
-        "logits multiplied by the temperature instead of divided (τ < 1 then flattens, τ > 1 sharpens)": _multiplied,
-        "k-1 levels kept instead of k (mask logits < the k-th largest, not <=)": _keeps_k_minus_1,
-        "the filtered logits set to 0 instead of -inf (exp(0) > 0, so they can still be drawn)": _zero_fill,
-    }
-    ok = compare("sample_logits", _seeded(learner), _seeded(sample_logits), cases,
-                 {k: _seeded(v) for k, v in mistakes.items()}, atol=0)
-    return learner if ok else sample_logits
+            return fail(name, problem)
+        draws.append(out.view(_ROWS, _DRAWS))
+        reference = sample_logits(logits, temperature, top_k, torch.Generator().manual_seed(seed))
+        same_as_package &= torch.equal(out, reference)
+    labels = [f"row {r} at τ = {t}, top_k = {k}" for t, k in _SETTINGS for r in range(_ROWS)]
+
+    def consistent(table: Callable) -> tuple[bool, str]:
+        tables = [table(rows, t, k) for t, k in _SETTINGS]
+        keep = [i for i, p in enumerate(tables) if p is not None]
+        if not keep:
+            return False, ""
+        x = torch.cat([draws[i] for i in keep])
+        probs = torch.cat([tables[i][:, None].expand(-1, _DRAWS, -1) for i in keep])
+        return draws_match(x, probs, groups=[labels[i * _ROWS + r] for i in keep for r in range(_ROWS)])
+
+    right, worst = consistent(_table)
+    if not right:
+        for mistake, table in _DRAW_MISTAKES.items():
+            if consistent(table)[0]:
+                return fail(name, f"the draws look like {mistake}")
+        return fail(name, f"the draws do not follow softmax(top-k(logits / τ)): {worst}")
+    verdict(name, True, f"greedy at temperature 0, and the draws follow softmax(top-k(logits / τ)) "
+                        f"({len(_SETTINGS) * _ROWS * _DRAWS:,} draws in {len(_SETTINGS)} settings)"
+                        + (", with the same seed exactly the package's" if same_as_package else ""))
+    if not same_as_package:
+        _generator_note(name, lambda g: learner(logits[:: _DRAWS // 8].clone(), 1.0, None, g))
+    return True
+
+
+def _generator_note(name: str, draw: Callable) -> None:
+    use = generator_use(draw)
+    if use == "ignored":
+        note(name, "the generator is not used: the same seed gave different draws (torch.distributions.Categorical, "
+                   "and torch.multinomial without generator=, draw from torch's global random state). Right, but "
+                   "not reproducible: draw with torch.multinomial(probs, 1, generator=generator)")
+    else:
+        note(name, "with the same seed it draws other levels than the package (it uses the random numbers in "
+                   "another order than one torch.multinomial(probs, 1, generator=generator) call). Right and "
+                   "reproducible; only draws made the package's way are identical token for token")

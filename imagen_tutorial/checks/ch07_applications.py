@@ -1,8 +1,8 @@
 """Checks for chapter 07 (applications): the inpainting prefix, the bicubic baseline and PSNR.
 
-Each check first looks at one output for mistakes that `compare` could only call "wrong shape" or would let
-through (floats where levels are needed, a channel axis left in, one number for the whole batch), then compares
-values on fixed seeded inputs and names the common wrong answers.
+Each check compares values on fixed seeded inputs and names the common wrong answers; where `compare` could only
+say "wrong shape" or "wrong dtype" (floats where levels are needed, a channel axis left in, one number for the
+whole batch) a diagnosis says what to change.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..data import lowres, quantize
 from ..metrics import psnr
-from .core import REFERENCE, compare, reference_given
+from .core import compare, settle
 
 __all__ = ["bicubic_upsample", "check_bicubic_upsample", "check_inpainting_prefix", "check_psnr",
            "inpainting_prefix"]
@@ -34,21 +34,6 @@ def _blocky(n: int, seed: int, cells: int) -> Tensor:
     return blocks.repeat_interleave(k, 1).repeat_interleave(k, 2).to(torch.uint8)
 
 
-def _first_output(learner: Callable | None, args: tuple):
-    """The learner's output on one case, or None if it raised (compare runs it again and reports the error)."""
-    if learner is None:
-        return None
-    try:
-        return learner(*args)
-    except Exception:
-        return None
-
-
-def _fail(name: str, reference: Callable, message: str) -> Callable:
-    print(f"❌ {name}: {message} — {REFERENCE}")
-    return reference
-
-
 # ---------------------------------------------------------------- exercise 1: the inpainting prefix
 def inpainting_prefix(images: Tensor, rows: int, levels: int) -> Tensor:
     """The known pixels of an image whose top `rows` rows are kept: uint8 [B, H, W] -> levels [B, rows*W],
@@ -56,28 +41,30 @@ def inpainting_prefix(images: Tensor, rows: int, levels: int) -> Tensor:
     return quantize(images[:, :rows], levels).flatten(1)
 
 
+def _prefix_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    out, (images, rows, _) = got[0], args
+    if not isinstance(out, Tensor):
+        return None
+    B, W = images.shape[0], images.shape[-1]
+    if out.is_floating_point() or out.dtype == torch.bool:
+        return (f"returned {out.dtype}; the prefix holds levels, integers the model embeds: quantize(...) gives a "
+                "LongTensor")
+    if tuple(out.shape) == (B, W * W):
+        return ("returned the whole image [B, 784]; the prefix holds only the known pixels, the first rows*28 in "
+                "raster order: [B, rows*28]")
+    if tuple(out.shape) == (B, rows, W):
+        return ("returned [B, rows, 28]: flatten the kept rows into one sequence per image with .flatten(1) -> "
+                "[B, rows*28]")
+    if tuple(out.shape) == (B * rows * W,):
+        return ("the batch axis was flattened too: use .flatten(1) (not .flatten()) so each image keeps its own "
+                "prefix [B, rows*28]")
+    return None
+
+
 def check_inpainting_prefix(learner: Callable | None) -> Callable:
     """Check inpainting_prefix(images uint8 [B, 28, 28], rows, levels) -> LongTensor [B, rows*28]."""
     name, reference = "inpainting_prefix", inpainting_prefix
     cases = [(_images(3, seed=0), 14, 16), (_images(2, seed=1), 5, 8), (_images(2, seed=2), 21, 4)]
-    if reference_given(name, learner, reference):
-        return reference
-    images, rows, levels = cases[0]
-    out = _first_output(learner, cases[0])
-    if isinstance(out, Tensor):
-        B = images.shape[0]
-        if out.is_floating_point() or out.dtype == torch.bool:
-            return _fail(name, reference, f"returned {out.dtype}; the prefix holds levels, integers the model "
-                                          "embeds: quantize(...) gives a LongTensor")
-        if tuple(out.shape) == (B, 28 * 28):
-            return _fail(name, reference, "returned the whole image [B, 784]; the prefix holds only the known "
-                                          "pixels, the first rows*28 in raster order: [B, rows*28]")
-        if tuple(out.shape) == (B, rows, 28):
-            return _fail(name, reference, "returned [B, rows, 28]: flatten the kept rows into one sequence per "
-                                          "image with .flatten(1) -> [B, rows*28]")
-        if tuple(out.shape) == (B * rows * 28,):
-            return _fail(name, reference, "the batch axis was flattened too: use .flatten(1) (not .flatten()) so "
-                                          "each image keeps its own prefix [B, rows*28]")
     mistakes = {
         "raw intensities 0..255 instead of levels: quantize the kept rows first":
             lambda x, r, lv: x[:, :r].long().flatten(1),
@@ -88,8 +75,8 @@ def check_inpainting_prefix(learner: Callable | None) -> Callable:
         "the pixels in column order (the image transposed); raster order reads row after row":
             lambda x, r, lv: quantize(x.transpose(1, 2), lv).flatten(1)[:, : r * x.shape[-1]],
     }
-    ok = compare(name, learner, reference, cases, mistakes, atol=0)
-    return learner if ok else reference
+    ok = compare(name, learner, reference, cases, mistakes, atol=0, dtype=True, diagnose=_prefix_symptom)
+    return settle(name, learner, reference, ok)
 
 
 # ---------------------------------------------------------------- exercise 2: the bicubic baseline
@@ -105,36 +92,34 @@ def _upsample(low: Tensor, size: int, levels: int, mode: str, align_corners: boo
     return quantize(up.clamp(0, 1)[:, 0], levels)
 
 
+def _bicubic_error(error: BaseException, args: tuple) -> str | None:
+    if isinstance(error, ValueError) and "[0, 1]" in str(error):
+        return ("quantize refused values outside [0, 1]: bicubic interpolation overshoots near sharp edges, so clamp "
+                "the upsampled image to [0, 1] first (.clamp(0, 1))")
+    return None
+
+
+def _bicubic_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    out, (low, size, levels) = got[0], args
+    if not isinstance(out, Tensor):
+        return None
+    if tuple(out.shape) == (low.shape[0], 1, size, size):
+        return ("returned [B, 1, size, size]: model levels have no channel axis, drop it with [:, 0] or .squeeze(1) "
+                "-> [B, size, size]")
+    if out.is_floating_point():
+        return (f"returned {out.dtype} intensities; quantize them to levels (quantize(x, levels) -> LongTensor) to "
+                "compare with the model")
+    if out.numel() and (out.min() < 0 or out.max() >= levels):
+        return (f"levels {int(out.min())}..{int(out.max())} fall outside 0..{levels - 1}: no clamp? bicubic "
+                "interpolation overshoots [0, 1] near sharp edges, so clamp(0, 1) before quantizing")
+    return None
+
+
 def check_bicubic_upsample(learner: Callable | None) -> Callable:
     """Check bicubic_upsample(low float [B, 1, s, s], size, levels) -> LongTensor [B, size, size]."""
     name, reference = "bicubic_upsample", bicubic_upsample
     cases = [(lowres(_blocky(3, seed=3, cells=7), 7), 28, 16), (lowres(_blocky(2, seed=4, cells=14), 14), 28, 16),
              (lowres(_images(2, seed=5), 7), 28, 4)]
-    if reference_given(name, learner, reference):
-        return reference
-    low, size, levels = cases[0]
-    if learner is not None:
-        try:
-            out = learner(*cases[0])
-        except ValueError as error:
-            if "[0, 1]" in str(error):
-                return _fail(name, reference, "quantize refused values outside [0, 1]: bicubic interpolation "
-                                              "overshoots near sharp edges, so clamp the upsampled image to "
-                                              "[0, 1] first (.clamp(0, 1))")
-            out = None
-        except Exception:
-            out = None
-        if isinstance(out, Tensor):
-            if tuple(out.shape) == (low.shape[0], 1, size, size):
-                return _fail(name, reference, "returned [B, 1, size, size]: model levels have no channel axis, "
-                                              "drop it with [:, 0] or .squeeze(1) -> [B, size, size]")
-            if out.is_floating_point():
-                return _fail(name, reference, f"returned {out.dtype} intensities; quantize them to levels "
-                                              "(quantize(x, levels) -> LongTensor) to compare with the model")
-            if out.numel() and (out.min() < 0 or out.max() >= levels):
-                return _fail(name, reference, f"levels {int(out.min())}..{int(out.max())} fall outside "
-                                              f"0..{levels - 1}: no clamp? bicubic interpolation overshoots [0, 1] "
-                                              "near sharp edges, so clamp(0, 1) before quantizing")
     mistakes = {
         "bilinear interpolation instead of bicubic (mode='bicubic')":
             lambda x, s, lv: _upsample(x, s, lv, "bilinear", False),
@@ -143,8 +128,9 @@ def check_bicubic_upsample(learner: Callable | None) -> Callable:
         "align_corners=True: keep the default False, which treats each low-res pixel as the centre of a block "
         "(the way lowres averaged the blocks)": lambda x, s, lv: _upsample(x, s, lv, "bicubic", True),
     }
-    ok = compare(name, learner, reference, cases, mistakes, atol=0)
-    return learner if ok else reference
+    ok = compare(name, learner, reference, cases, mistakes, atol=0, dtype=True, on_error=_bicubic_error,
+                 diagnose=_bicubic_symptom)
+    return settle(name, learner, reference, ok)
 
 
 # ---------------------------------------------------------------- exercise 3: PSNR
@@ -161,16 +147,17 @@ def _mse(a: Tensor, b: Tensor) -> Tensor:
     return (a.float() - b.float()).pow(2).flatten(1).mean(1)
 
 
+def _psnr_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+    out = got[0]
+    if isinstance(out, Tensor) and out.numel() == 1 and expected[0].numel() > 1:
+        return ("returned one number for the whole batch; average the squared error over each image's own pixels "
+                "(.flatten(1).mean(1)) to get one PSNR per image, [B]")
+    return None
+
+
 def check_psnr(learner: Callable | None) -> Callable:
     """Check psnr(a, b): float images [B, ...] in [0, 1] -> PSNR of each image in dB, [B]."""
     name, reference = "psnr", psnr
-    cases = _psnr_cases()
-    if reference_given(name, learner, reference):
-        return reference
-    out = _first_output(learner, cases[0])
-    if isinstance(out, Tensor) and out.numel() == 1:
-        return _fail(name, reference, "returned one number for the whole batch; average the squared error over "
-                                      "each image's own pixels (.flatten(1).mean(1)) to get one PSNR per image, [B]")
     mistakes = {
         "the peak is 255, but these images are in [0, 1] (the peak is 1)":
             lambda a, b: 10 * torch.log10(255**2 / _mse(a, b)),
@@ -181,6 +168,8 @@ def check_psnr(learner: Callable | None) -> Callable:
         "the natural log instead of log10 (decibels are 10·log10)": lambda a, b: 10 * torch.log(1 / _mse(a, b)),
         "the sign is flipped: 10·log10(MSE) is negative; PSNR is 10·log10(1 / MSE)":
             lambda a, b: 10 * torch.log10(_mse(a, b)),
+        "the mean absolute error instead of the mean squared error inside the log":
+            lambda a, b: 10 * torch.log10(1 / (a.float() - b.float()).abs().flatten(1).mean(1)),
     }
-    ok = compare(name, learner, reference, cases, mistakes, atol=1e-3)
-    return learner if ok else reference
+    ok = compare(name, learner, reference, _psnr_cases(), mistakes, atol=1e-3, diagnose=_psnr_symptom)
+    return settle(name, learner, reference, ok)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..model import guided_logits
-from .core import compare
+from .core import compare, settle
 
 __all__ = ["check_guided_logits", "check_dynamic_threshold", "guided_logits", "dynamic_threshold"]
 
@@ -32,9 +32,12 @@ def check_guided_logits(learner: Callable | None) -> Callable:
             lambda c, u, g: u.softmax(-1) + g * (c.softmax(-1) - u.softmax(-1)),
         "g·cond without the unconditional base (that is only a temperature of 1/g)":
             lambda c, u, g: g * c,
+        "uncond + g·cond: the difference is missing; guidance moves along cond − uncond": lambda c, u, g: u + g * c,
+        "cond + g·(cond − uncond): the base is the unconditional logits (this is guidance g + 1)":
+            lambda c, u, g: c + g * (c - u),
     }
-    ok = compare("guided_logits", learner, guided_logits, _guidance_cases(), mistakes)
-    return learner if ok else guided_logits
+    ok = compare("guided_logits", learner, guided_logits, _guidance_cases(), mistakes, dtype=True)
+    return settle("guided_logits", learner, guided_logits, ok)
 
 
 # ---------------------------------------------------------------- dynamic thresholding
@@ -69,6 +72,18 @@ def _no_divide(x0, p):
     return torch.maximum(torch.minimum(x0, s), -s)
 
 
+def _signed(x0, p):
+    s = torch.quantile(x0.flatten(1).float(), p / 100, dim=1).clamp(min=1.0)
+    s = s.view(-1, *([1] * (x0.dim() - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def _threshold_error(error: BaseException, args: tuple) -> str | None:
+    if "quantile" in str(error) and "range" in str(error):
+        return "torch.quantile takes q in [0, 1]: pass percentile / 100"
+    return None
+
+
 def check_dynamic_threshold(learner: Callable | None) -> Callable:
     """Check dynamic_threshold(x0, percentile) on batches whose samples have very different scales."""
     mistakes = {
@@ -77,6 +92,8 @@ def check_dynamic_threshold(learner: Callable | None) -> Callable:
             _batch_percentile,
         "s without the floor max(s, 1): a quiet sample (all |x0| < 1) gets stretched up to ±1": _no_floor,
         "clipping to [−s, s] without dividing by s (the result leaves [−1, 1])": _no_divide,
+        "the percentile of x0 instead of |x0| (the negative side is ignored)": _signed,
     }
-    ok = compare("dynamic_threshold", learner, dynamic_threshold, _threshold_cases(), mistakes)
-    return learner if ok else dynamic_threshold
+    ok = compare("dynamic_threshold", learner, dynamic_threshold, _threshold_cases(), mistakes, dtype=True,
+                 on_error=_threshold_error)
+    return settle("dynamic_threshold", learner, dynamic_threshold, ok)

@@ -1,0 +1,144 @@
+"""The checks' common machinery: every returned element counts, inputs must stay untouched, a mistake is named only
+where it explains every case, random functions are judged by their distribution, and later cells can say whose
+code ran."""
+
+import pytest
+import torch
+
+from imagen_tutorial.checks import core
+from imagen_tutorial.checks.core import compare, draws_match, generator_use, settle, whose
+
+
+def double(x):
+    return 2 * x, x + 1
+
+
+def test_every_returned_element_is_compared(capsys):
+    cases = [(torch.arange(4.0),)]
+    assert not compare("double", lambda x: (2 * x, x), double, cases, outputs=("twice", "plus one"))
+    out = capsys.readouterr().out
+    assert "the plus one differ from the reference" in out and "(the twice is right)" in out
+
+
+def test_a_missing_tuple_is_named(capsys):
+    assert not compare("double", lambda x: 2 * x, double, [(torch.arange(4.0),)], outputs=("twice", "plus one"))
+    assert "returned one value, expected a tuple (twice, plus one)" in capsys.readouterr().out
+
+
+def test_dtype_counts_when_asked(capsys):
+    cases = [(torch.arange(4),)]
+    assert compare("ident", lambda x: x.float(), lambda x: x, cases)
+    assert not compare("ident", lambda x: x.float(), lambda x: x, cases, dtype=True)
+    assert "returned torch.float32, expected torch.int64" in capsys.readouterr().out
+
+
+def test_writing_into_an_input_fails_and_names_it(capsys):
+    def in_place(pixels):
+        pixels += 1
+        return pixels
+
+    original = torch.arange(4)
+    assert not compare("plus_one", in_place, lambda pixels: pixels + 1, [(original,)])
+    assert "it writes into its input `pixels`" in capsys.readouterr().out
+    assert torch.equal(original, torch.arange(4))  # the learner ran on a copy
+
+
+def test_a_mistake_is_named_only_if_it_explains_every_case(capsys):
+    def reference(n):
+        return torch.ones(n, n, dtype=torch.bool).tril()
+
+    def learner(n):  # inverted: True = blocked
+        return ~reference(n)
+
+    mistakes = {"the diagonal is excluded": lambda n: reference(n).tril(-1), "inverted": lambda n: ~reference(n)}
+    assert not compare("mask", learner, reference, [(1,), (4,)], mistakes)  # at n = 1 both mistakes coincide
+    out = capsys.readouterr().out
+    assert "looks like inverted" in out and "diagonal" not in out
+
+
+def test_a_mistake_equal_to_the_right_answer_is_never_named(capsys):
+    assert not compare("ident", lambda x: x.float(), lambda x: x, [(torch.arange(3),)],
+                       {"no-op": lambda x: x}, dtype=True)
+    assert "no-op" not in capsys.readouterr().out
+
+
+def test_not_attempted_gets_a_neutral_mark(capsys):
+    def blank(x):
+        raise NotImplementedError("Exercise 1: write blank")
+
+    assert not compare("thing", blank, double, [(torch.ones(2),)])
+    assert not compare("thing", None, double, [(torch.ones(2),)])
+    out = capsys.readouterr().out
+    assert out.count("➖ thing: not attempted — continuing with the reference implementation") == 2
+    assert "❌" not in out
+
+
+def test_whose_says_whose_code_ran(capsys):
+    def mine(x):
+        return 2 * x, x + 1
+
+    def reference(x):
+        return 2 * x, x + 1
+
+    def other_reference(x):
+        return 2 * x, x + 1
+
+    assert whose(mine) == "your mine" and whose(mine, "your pair") == "your pair"
+    ran = settle("pair", mine, reference, compare("pair", lambda x: (x, x), reference, [(torch.ones(2),)]))
+    assert ran is reference
+    assert whose(ran) == "the reference pair (yours did not pass its check)"
+    ran = settle("other", None, other_reference, compare("other", None, other_reference, []))
+    assert whose(ran) == "the reference other (yours is not attempted yet)"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_correct_sampler_passes_the_distribution_test(seed):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.05, 0.05, 0.1, 0.8]])
+    draws = torch.multinomial(probs, 3000, replacement=True, generator=g)  # (2, 3000)
+    assert draws_match(draws, probs[:, None].expand(-1, 3000, -1))[0]
+
+
+def test_a_slightly_wrong_sampler_fails_the_distribution_test():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.5, 0.3, 0.2]])
+    wrong = torch.tensor([[0.45, 0.35, 0.2]])
+    draws = torch.multinomial(wrong, 20000, replacement=True, generator=g)
+    ok, worst = draws_match(draws, probs[:, None].expand(-1, 20000, -1))
+    assert not ok
+    assert "expected 50.0%" in worst or "expected 30.0%" in worst
+
+
+def test_a_level_of_probability_zero_must_never_be_drawn():
+    probs = torch.tensor([[0.5, 0.5, 0.0]])[:, None].expand(-1, 4, -1)
+    ok, worst = draws_match(torch.tensor([[0, 1, 2, 0]]), probs)
+    assert not ok and "level 2" in worst and "probability 0" in worst
+
+
+def test_sequential_draws_are_tested_against_their_own_conditionals():
+    """A two-step sampler: the second draw's distribution depends on the first (a martingale, not i.i.d.)."""
+    g = torch.Generator().manual_seed(0)
+    first = torch.multinomial(torch.tensor([0.3, 0.7]), 4000, replacement=True, generator=g)
+    given = torch.tensor([[0.9, 0.1], [0.2, 0.8]])[first]  # (4000, 2): p(second | first)
+    second = torch.multinomial(given, 1, generator=g)[:, 0]
+    probs = torch.stack([torch.tensor([0.3, 0.7]).expand(4000, 2), given])
+    assert draws_match(torch.stack([first, second]), probs)[0]
+    ignores_first = torch.multinomial(torch.tensor([0.5, 0.5]), 4000, replacement=True, generator=g)
+    assert not draws_match(torch.stack([first, ignores_first]), probs)[0]
+
+
+def test_generator_use_tells_honoured_ignored_and_unused_apart():
+    probs = torch.full((8, 16), 1 / 16)
+    assert generator_use(lambda g: torch.multinomial(probs, 1, generator=g)) == "honoured"
+    assert generator_use(lambda g: torch.multinomial(probs, 1)) == "ignored"
+    assert generator_use(lambda g: probs.argmax(-1)) == "unused"
+
+
+def test_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with core.fixed_rng(5):
+        torch.rand(100)
+    generator_use(lambda g: torch.multinomial(torch.ones(4, 4), 1))
+    assert torch.equal(torch.rand(3), expected)
