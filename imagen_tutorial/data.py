@@ -152,8 +152,9 @@ def make_caption(label: int, template: int = 0, name: int = 0) -> str:
 
     if isinstance(label, Tensor) and label.numel() == 1 and not label.is_floating_point():
         label = label.item()  # a label read from a LongTensor of labels
-    label = check_value("label", label, int, low=0, high=len(CLASS_NAMES) - 1,
-                        note=f"a Fashion-MNIST class: {', '.join(CLASS_NAMES)}")
+    label = check_value("label", label, int, note=f"a Fashion-MNIST class, 0..9: {', '.join(CLASS_NAMES)}")
+    if not 0 <= label < len(CLASS_NAMES):
+        raise ValueError(f"label={label} is not a Fashion-MNIST class: use 0..9 ({', '.join(CLASS_NAMES)})")
     names = NOUN_PHRASES[int(label)]
     return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)].format(names[name % len(names)])
 
