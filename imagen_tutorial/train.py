@@ -338,7 +338,7 @@ class Trainer:
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     saved_step: int | None = None  # the step OUT/checkpoint.pt holds (None: nothing saved or loaded yet)
-    _unsaved_losses: list = []  # the losses of the steps since then (run() keeps them)
+    _unsaved_losses: list | tuple = ()  # the losses of the steps since then (run() keeps them)
 
     def save(self) -> None:
         """Write OUT/checkpoint.pt atomically, and only a good state: if a loss since the last save or any weight
@@ -555,7 +555,12 @@ class Trainer:
                 self.log(summary)
                 bar.set_postfix(loss=f"{next(iter(figure.values())):.3f}", img_s=f"{img_s:.0f}")
                 losses, mark, mark_step = [], now, self.step
-            if cfg.eval_every and (self.step % cfg.eval_every == 0 or done) and self.rank == 0:
+            evaluate = bool(cfg.eval_every) and (self.step % cfg.eval_every == 0 or done)
+            problem = self._bad_state() if evaluate else None  # every process; never sample from NaN weights
+            if problem:
+                bar.close()
+                raise self._diverged(problem)
+            if evaluate and self.rank == 0:
                 key = "test_loss" if self.diffusion else "test_bpd"
                 summary[key] = self.evaluate()
                 self.log({"step": self.step, key: summary[key]})

@@ -372,3 +372,12 @@ def test_demo_train_never_deletes_what_is_in_its_folder(tmp_path, capsys, monkey
     runs = sorted(tmp_path.glob("run-*"))
     assert len(runs) == 2 and all((r / "checkpoint.pt").is_file() for r in runs)
     assert (tmp_path / "samples.png").is_file()
+
+
+def test_nan_weights_are_never_evaluated_or_sampled(tmp_path, train_slice, monkeypatch):
+    trainer = _trainer(tmp_path, train_slice, eval_every=3, eval_images=8)
+    _patch_step(monkeypatch, trainer, 3, _nan_weights(trainer))  # the loss of step 3 was still finite
+    with pytest.raises(TrainingDiverged, match="the weights became NaN or inf .* by step 3; .*no checkpoint was "
+                                               "written .*then train again"):
+        trainer.run()
+    assert not (tmp_path / "checkpoint.pt").exists() and not list(tmp_path.glob("samples_*.png"))
