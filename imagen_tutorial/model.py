@@ -212,6 +212,11 @@ class ImageTransformer(nn.Module):
 
     def _generate(self, cond, temperature, top_k, guidance, prefix, use_cache, generator, batch_size, progress):
         c, device = self.config, self.decoder.head.weight.device
+        if generator is not None and (not isinstance(generator, torch.Generator) or
+                                      generator.device.type != device.type):
+            got = f"one on {generator.device}" if isinstance(generator, torch.Generator) else type(generator).__name__
+            raise ValueError(f"generator must be a torch.Generator on the model's device ({device}), e.g. "
+                             f"torch.Generator({str(device)!r}).manual_seed(0); got {got}")
         cond = self.prepare_condition(cond)
         if prefix is not None and (not isinstance(prefix, Tensor) or prefix.dim() != 2):
             got = list(prefix.shape) if isinstance(prefix, Tensor) else type(prefix).__name__

@@ -78,6 +78,9 @@ class Tokenizer:
         return torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
 
     def decode(self, ids: Tensor) -> list[str]:
-        """LongTensor [B, S] (or [S]) -> captions, dropping <bos> and <pad>."""
+        """LongTensor [B, S] (or [S], or lists of ids) -> captions, dropping <bos> and <pad>."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.vocab_size}); got {int(ids.min())}..{int(ids.max())}")
         ids = ids.view(-1, ids.size(-1)) if ids.dim() else ids.view(1, 1)
         return [" ".join(self.vocab[i] for i in row.tolist() if i > self.bos_id) for row in ids]

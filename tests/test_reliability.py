@@ -107,6 +107,14 @@ def test_data_helpers_and_configs_refuse_nonsense_instead_of_computing_it(call, 
         call()
 
 
+def test_a_generator_that_is_not_one_is_refused_and_token_lists_decode():
+    with pytest.raises(ValueError, match=r"generator must be a torch.Generator on the model's device \(cpu\)"):
+        tiny_model("caption").generate(["a bag"], generator=5)
+    assert Tokenizer().decode([1, 2]) == ["a"]
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 25\); got 0..99"):
+        Tokenizer().decode([0, 99])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_loading_onto_an_absent_gpu_is_not_called_a_damaged_file(tmp_path):
     path = export_model(tiny_model(), tmp_path / "m.pt")
