@@ -206,6 +206,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         check_image_path(args.out)
         if args.gif:
             check_image_path(args.gif, animated=True)
+    if args.command == "demo":  # it writes these at the end, after minutes of sampling
+        check_image_path(Path(args.out) / "samples.png")
+        check_image_path(Path(args.out) / "generation.gif", animated=True)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -216,7 +216,7 @@ class ModelConfig(_DictMixin):
         "d_model": Spec(int, 1, 4096, note="the course's models use 64 to 256"),
         "n_heads": Spec(int, 1, 64),
         "n_layers": Spec(int, 1, 64),
-        "condition": Spec(str, choices=CONDITIONS),
+        "condition": Spec(str, choices=CONDITIONS, note="caption_lowres only with family='diffusion'"),
         "n_enc_layers": Spec(int, 0, 64),
         "d_ff": Spec(int, 0, 16384, note="0 means 4 * d_model"),
         "dropout": Spec(float, 0, 1, high_open=True),

@@ -389,3 +389,10 @@ def test_nan_weights_are_never_evaluated_or_sampled(tmp_path, train_slice, monke
                                                "written .*then train again"):
         trainer.run()
     assert not (tmp_path / "checkpoint.pt").exists() and not list(tmp_path.glob("samples_*.png"))
+
+
+def test_demo_refuses_an_output_folder_it_cannot_write_before_drawing(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["demo", "--out", str(blocker / "demo")]) == 2
+    assert "is a file, not a folder" in _one_error_line(capsys)
