@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import build_model, check_config, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, build_model, check_config, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, check_value
 from .data import (
     NOUN_PHRASES,
@@ -380,6 +380,11 @@ class Trainer:
         """Restore everything from a checkpoint of the same model config (else an error naming the fields)."""
         state = load_checkpoint(path, map_location=str(self.device))
         check_config(state["model_config"], self.model_cfg, f"checkpoint {path}")
+        missing = [k for k in ("optimizer", "scheduler", "scaler", "batches", "step", "elapsed_s", "rng")
+                   if k not in state]
+        if missing:  # export_model and the shipped checkpoints keep the weights only
+            raise CheckpointError(f"checkpoint {path} holds weights only, not a training state ({', '.join(missing)} "
+                                  f"missing), so training cannot resume from it: train into a new --out")
         self.model.load_state_dict(state["model"])
         if self.ema is not None:  # a run that starts averaging on resume begins from the current weights
             self.ema.load_state_dict(state.get("ema", state["model"]))

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config, tiny_model
 
 import imagen_tutorial.__main__ as cli
-from imagen_tutorial import ImageTransformer, ModelConfig, Tokenizer, TrainConfig, load_checkpoint
+from imagen_tutorial import CheckpointError, ImageTransformer, ModelConfig, Tokenizer, TrainConfig, load_checkpoint
 from imagen_tutorial.__main__ import main
 from imagen_tutorial.checkpoint import export_model
 from imagen_tutorial.data import make_caption, quantize
@@ -396,3 +396,10 @@ def test_demo_refuses_an_output_folder_it_cannot_write_before_drawing(tmp_path, 
     blocker.write_text("not a folder")
     assert main(["demo", "--out", str(blocker / "demo")]) == 2
     assert "is a file, not a folder" in _one_error_line(capsys)
+
+
+def test_resuming_from_a_weights_only_checkpoint_says_it_cannot(tmp_path, train_slice):
+    torch.manual_seed(3)
+    export_model(ImageTransformer(tiny_config()), tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"holds weights only, not a training state \(optimizer, .* missing\)"):
+        _trainer(tmp_path, train_slice, resume=True)
