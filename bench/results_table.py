@@ -3,6 +3,7 @@
     .venv/bin/python bench/baselines.py --json bench/results/baselines.json    # once (about 2 minutes)
     .venv/bin/python bench/superres_baselines.py --json bench/results/superres_baselines.json  # seconds
     .venv/bin/python bench/results_table.py                                     # prints Markdown
+    bash bench/part2_evaluate.sh    # Part II: evaluate the diffusion stages and the cascade, sweeps, speed (~40 min)
 
 Every number comes from a file written by a script: test bits/dim and judge figures from `evaluate --json` runs
 stored in data/checkpoints/manifest.json (tools/ship_checkpoint.py), the references from baselines.json.
@@ -66,6 +67,76 @@ def main() -> None:
     if judge:
         print(f"\nThe judge: {judge['test_accuracy']:.4f} accuracy on the 10,000 test images "
               f"({judge['test_accuracy_16_levels']:.4f} on them quantized to 16 levels).")
+    part2()
+
+
+def train_cpu_hours(log: Path) -> float:
+    """CPU-hours of a shipped run: its last logged elapsed_s; every shipped model trained on one thread."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return max(row.get("elapsed_s", 0) for row in rows) / 3600
+
+
+def part2() -> None:
+    """The two families on one protocol, the cascade's steps sweep and the SR stage's augmentation sweep."""
+    manifest = json.loads((ROOT / "data/checkpoints/manifest.json").read_text())["checkpoints"]
+    if "cascade" not in manifest:
+        return
+    folder = ROOT / "data/checkpoints"
+    speed_file = ROOT / "bench/results/sampling_families.json"
+    speed = {}
+    if speed_file.is_file():
+        row = [r for r in json.loads(speed_file.read_text())["families"] if r["batch"] == 100]
+        speed = row[0] if row else {}
+    text2img, cascade = manifest["text2img"], manifest["cascade"]
+    hours = {"text2img": train_cpu_hours(folder / text2img["log"]),
+             "cascade": sum(train_cpu_hours(folder / manifest[s]["log"]) for s in ("diffusion_base", "diffusion_sr"))}
+    print("\n| family | model | guidance | samples | judge accuracy | Fréchet distance | s/image (batch 100) | "
+          "parameters | CPU-hours |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for run in text2img["evaluation"]["by_guidance"]:
+        if run.get("temperature", 1.0) != text2img["evaluation"]["best_temperature"]:
+            continue
+        sec = f"{speed['text2img_s_per_image']:.3f}" if speed else "—"
+        print(f"| autoregressive | text2img (τ = {run['temperature']:g}) | {run['guidance']:g} | {run['samples']} | "
+              f"{run['accuracy']:.3f} | {run['frechet_distance']:.2f} | {sec} | {text2img['parameters'] / 1e6:.2f}M | "
+              f"{hours['text2img']:.2f} |")
+    for run in cascade["evaluation"]["by_guidance"]:
+        sec = f"{speed['cascade_s_per_image']:.3f}" if speed else "—"
+        print(f"| diffusion | cascade (DDIM {run['steps']}+{run['sr_steps']}, SR guidance {run['sr_guidance']:g}, "
+              f"aug {run['aug_level']:g}) | {run['guidance']:g} | {run['samples']} | {run['accuracy']:.3f} | "
+              f"{run['frechet_distance']:.2f} | {sec} | {cascade['parameters'] / 1e6:.2f}M | {hours['cascade']:.2f} |")
+    base = manifest.get("diffusion_base", {}).get("evaluation")
+    if base:
+        print("\n| diffusion_base alone (14×14, judged upsampled) | guidance | samples | judge accuracy | "
+              "Fréchet distance |")
+        print("|---|---|---|---|---|")
+        for run in base["by_guidance"]:
+            print(f"| DDIM {run['steps']} | {run['guidance']:g} | {run['samples']} | {run['accuracy']:.3f} | "
+                  f"{run['frechet_distance']:.2f} |")
+    sweeps_file = ROOT / "bench/results/cascade_sweeps.json"
+    if sweeps_file.is_file():
+        sweeps = json.loads(sweeps_file.read_text())
+        g = sweeps["guidance"]
+        print(f"\n| DDIM steps per stage (guidance {g[0]:g} and {g[1]:g}) | judge accuracy | Fréchet distance | "
+              f"s/image (batch 100) |")
+        print("|---|---|---|---|")
+        for row in sweeps["steps_sweep"]:
+            print(f"| {row['steps']} | {row['accuracy']:.3f} | {row['frechet_distance']:.2f} | "
+                  f"{row['seconds_per_image']:.3f} |")
+        print("\n| aug level | real 14×14 → SR: judge | PSNR | sharpness | base samples → SR: judge | "
+              "Fréchet distance | sharpness |")
+        print("|---|---|---|---|---|---|---|")
+        for row in sweeps["aug_sweep"]:
+            real, base_row = row["from_real"]["sr"], row["from_base"]
+            print(f"| {row['aug_level']:g} | {real['accuracy']:.3f} | {real['psnr_db']:.2f} dB | "
+                  f"{real['sharpness']:.4f} | {base_row['accuracy']:.3f} | {base_row['frechet_distance']:.2f} | "
+                  f"{base_row['sharpness']:.4f} |")
+        first = sweeps["aug_sweep"][0]["from_real"]
+        for key, name in (("bicubic", "*bicubic 14 → 28*"), ("original", "*the originals*")):
+            b = first[key]
+            extra = sweeps.get("bicubic_from_base", {}) if key == "bicubic" else {}
+            tail = (f"{extra['accuracy']:.3f} | {extra['frechet_distance']:.2f} | —" if extra else "— | — | —")
+            print(f"| {name} | {b['accuracy']:.3f} | {b['psnr_db']:.2f} dB | {b['sharpness']:.4f} | {tail} |")
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | P
     [B, 1, 28, 28] in [0, 1] -> logits [B, 10])."""
     root = Path(root or CHECKPOINT_DIR)
     manifest = read_manifest(root)
-    if name == "cascade" and name not in manifest:
+    if name == "cascade":  # its manifest entry holds the figures; the weights are the two stages' files
         from .cascade import Cascade
 
         return Cascade(load_pretrained("diffusion_base", device, root), load_pretrained("diffusion_sr", device, root))
     if name not in manifest:
-        have = ", ".join(sorted(manifest) + (["cascade"] if "diffusion_sr" in manifest else [])) or "none yet"
+        have = ", ".join(sorted(manifest)) or "none yet"
         raise ValueError(f"no shipped checkpoint is called {name!r}; available: {have}. "
                          f"To use your own, call imagen_tutorial.load_model(path).")
     entry = manifest[name]

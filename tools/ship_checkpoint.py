@@ -91,9 +91,43 @@ def diffusion_test_loss(model, images: torch.Tensor, labels: torch.Tensor) -> fl
     return (sum(losses) / len(x)).item()
 
 
+DIFFUSION_KEYS = ("guidance", "sr_guidance", "steps", "sr_steps", "aug_level", "sampler", "threshold", "samples",
+                  "images", "accuracy", "frechet_distance", "seconds_per_image", "sr", "bicubic", "original")
+
+
+def merge_diffusion_evaluation(name: str, evaluations: list[dict]) -> dict:
+    """The figures of `evaluate --json` runs of a shipped diffusion stage, or of the cascade (whose entry names its
+    two stages and their sha256, so the figures stay tied to the files they were measured on)."""
+    manifest = read_manifest()
+    if name == "cascade":
+        stages = {stage: manifest[stage]["sha256"] for stage in ("diffusion_base", "diffusion_sr")}
+        for stage in stages:
+            if file_sha256(CHECKPOINT_DIR / manifest[stage]["file"]) != stages[stage]:
+                raise SystemExit(f"the shipped {stage} changed since it was shipped; re-ship it first")
+        entry = {"kind": "cascade", "stages": stages,
+                 "parameters": manifest["diffusion_base"]["parameters"] + manifest["diffusion_sr"]["parameters"]}
+    else:
+        entry = manifest[name]
+        target = CHECKPOINT_DIR / entry["file"]
+        for evaluation in evaluations:
+            if Path(evaluation["checkpoint"]).resolve() != target.resolve() or file_sha256(target) != entry["sha256"]:
+                raise SystemExit(f"the evaluation is of {evaluation['checkpoint']}, not of the shipped {target}")
+    runs = [run for e in evaluations for run in (e.get("by_guidance") or [e])]
+    runs = [{k: run[k] for k in DIFFUSION_KEYS if k in run} for run in runs]
+    summary: dict = {"by_guidance": runs}
+    judged = [run for run in runs if run.get("accuracy") is not None]
+    if judged:
+        best = max(judged, key=lambda run: (run["accuracy"], -run["guidance"]))
+        summary.update(best_guidance=best["guidance"], best_accuracy=best["accuracy"])
+    entry["evaluation"] = summary
+    return entry
+
+
 def merge_evaluation(name: str, evaluations: list[dict]) -> dict:
     """Take the figures of one or more `evaluate --json` runs of the shipped file (say, a guidance sweep at two
     temperatures) into its manifest entry; the bits/dim comes from the first."""
+    if name == "cascade" or evaluations[0].get("family") == "diffusion":
+        return merge_diffusion_evaluation(name, evaluations)
     entry = read_manifest()[name]
     target = CHECKPOINT_DIR / entry["file"]
     for evaluation in evaluations:
