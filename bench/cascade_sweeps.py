@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from imagen_tutorial import load_pretrained
 from imagen_tutorial.cascade import Cascade
+from imagen_tutorial.pretrained import read_manifest
 from imagen_tutorial.metrics import (
     captions_per_class,
     diffusion_samples,
@@ -52,7 +53,12 @@ def main() -> None:
         cascade = load_pretrained("cascade")
     judge = load_pretrained("classifier")
     reference = reference_features(judge, levels=16)
-    guidance = tuple(args.guidance) if args.guidance else (3.0, 1.0)
+    if args.guidance:
+        guidance = tuple(args.guidance)
+    else:  # the cascade's best guidance from its evaluation (bench/part2_evaluate.sh), else Imagen-like 3 and 1
+        best = read_manifest().get("cascade", {}).get("evaluation", {})
+        runs = [r for r in best.get("by_guidance", []) if r["guidance"] == best.get("best_guidance")]
+        guidance = (runs[0]["guidance"], runs[0]["sr_guidance"]) if runs else (3.0, 1.0)
     result = {"guidance": guidance, "per_class": args.per_class, "threads": torch.get_num_threads(),
               "load_average": os.getloadavg()[0], "steps_sweep": [], "aug_sweep": []}
     print(f"guidance {guidance}, {10 * args.per_class} samples per setting, {torch.get_num_threads()} threads")

@@ -16,9 +16,9 @@ $PY -m imagen_tutorial evaluate --checkpoint data/checkpoints/diffusion_sr.pt --
     --aug-level 0.2 > "$R/diffusion_sr_eval.json"
 $PY -m imagen_tutorial evaluate --checkpoint cascade --json ${CASCADE_GUIDANCE:---guidance 2 --guidance 3 --guidance 5} \
     --sr-guidance 1 --aug-level 0.2 > "$R/cascade_eval.json"
-$PY bench/cascade_sweeps.py --json "$R/cascade_sweeps.json"
-$PY bench/sampling.py --families --batches 100 --json "$R/sampling_families.json"
 $PY tools/ship_checkpoint.py diffusion_base --evaluation "$R/diffusion_base_eval.json" > /dev/null
 $PY tools/ship_checkpoint.py diffusion_sr --evaluation "$R/diffusion_sr_eval.json" > /dev/null
 $PY tools/ship_checkpoint.py cascade --evaluation "$R/cascade_eval.json" > /dev/null
+$PY bench/cascade_sweeps.py --json "$R/cascade_sweeps.json"     # at the cascade's best guidance
+$PY bench/sampling.py --families --batches 100 --json "$R/sampling_families.json"
 $PY bench/results_table.py
