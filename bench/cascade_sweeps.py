@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from imagen_tutorial import load_pretrained
 from imagen_tutorial.cascade import Cascade
-from imagen_tutorial.pretrained import read_manifest
 from imagen_tutorial.metrics import (
     captions_per_class,
     diffusion_samples,
@@ -33,6 +32,7 @@ from imagen_tutorial.metrics import (
     reference_features,
     sharpness,
 )
+from imagen_tutorial.pretrained import read_manifest
 
 
 def main() -> None:
