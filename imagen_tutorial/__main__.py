@@ -81,7 +81,9 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     checkpoint = Path(args.out) / "checkpoint.pt"
     if args.resume and checkpoint.is_file():  # so `--resume --lr 3e-4` changes only the lr
         state = load_checkpoint(checkpoint)
-        values = {"model": dict(state.get("model_config", {})), "train": dict(state.get("train_config", {}))}
+        for key, cls in (("model", ModelConfig), ("train", TrainConfig)):  # fields of this version only
+            saved, names = state.get(f"{key}_config", {}), {f.name for f in dataclasses.fields(cls)}
+            values[key] = {k: v for k, v in saved.items() if k in names}
     if args.config:
         for key, section in _read_config_file(Path(args.config)).items():
             values[key].update(section)
