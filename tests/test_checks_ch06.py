@@ -285,3 +285,23 @@ def test_a_cache_step_with_its_own_attention_and_keys_first_passes(capsys):
 
     assert check_attend_with_cache(keys_first) is keys_first
     assert "✅ attend_with_cache" in capsys.readouterr().out
+
+
+def test_chapter_06_samples_with_the_learners_latest_cache_step():
+    """sample_with_cache must look my_attend_with_cache up when it runs: a default argument would keep the function
+    that was current when its cell ran (the reference, after a ❌), even after the learner fixed Exercise 1."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    cells = json.loads((Path(__file__).parents[1] / "chapters" / "06_sampling.ipynb").read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if "def sample_with_cache" in "".join(c["source"]))
+    namespace = {"torch": torch, "decoder_step": None}
+    exec(source, namespace)  # noqa: S102 - the chapter's own cell
+    namespace["my_attend_with_cache"] = "latest"
+    calls = []
+    namespace["decoder_step"] = lambda *args: calls.append(args[-1]) or torch.zeros(1, 4)
+    model = SimpleNamespace(encode=lambda cond: (None, None), config=SimpleNamespace(image_size=1),
+                            decoder=SimpleNamespace(blocks=[None], start_token=4))
+    namespace["sample_with_cache"](model, torch.zeros(1, 2, dtype=torch.long))  # one pixel: one step
+    assert calls == ["latest"]

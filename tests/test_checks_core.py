@@ -17,7 +17,7 @@ def test_every_returned_element_is_compared(capsys):
     cases = [(torch.arange(4.0),)]
     assert not compare("double", lambda x: (2 * x, x), double, cases, outputs=("twice", "plus one"))
     out = capsys.readouterr().out
-    assert "the plus one differ from the reference" in out and "(the twice is right)" in out
+    assert "the plus one differs from the reference" in out and "(the twice is right)" in out
 
 
 def test_a_missing_tuple_is_named(capsys):

@@ -3,7 +3,9 @@ a level from logits with temperature and top-k.
 
 The package does both inside `MultiHeadAttention` (with its preallocated `KVCache`) and `ImageTransformer.generate`;
 the short references here are the teaching versions. `sample_with_cache` puts `attend_with_cache` into a whole
-sampling loop, and tests/test_checks_ch06.py checks that it draws exactly the package's tokens.
+sampling loop, and tests/test_checks_ch06.py checks that it draws exactly the package's tokens. The cache step is
+checked by value; `sample_logits` is random, so it is checked by the distribution of its draws (`core.draws_match`),
+with a separate note on whether the generator reproduces them.
 """
 
 from __future__ import annotations

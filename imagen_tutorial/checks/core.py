@@ -222,7 +222,7 @@ def _describe_difference(got: tuple, expected: tuple, outputs: Sequence[str] | N
             wrong.append(f"{label or 'the output'} holds {bad} where the reference has finite numbers")
         else:
             worst = (gd - ed).abs().nan_to_num(nan=float("inf")).max().item()
-            subject = f"the {label} differ" if label else "values differ"
+            subject = (f"the {label} differ" + ("" if label.endswith("s") else "s")) if label else "values differ"
             wrong.append(f"{subject} from the reference (max difference {worst:.3g})")
     message = "; ".join(wrong)
     if right and any(right):
