@@ -278,3 +278,14 @@ def test_later_cells_can_say_whose_attention_ran(capsys):
     assert checks.whose(ran) == "the reference attention (yours did not pass its check)"
     ran = check_causal_mask(None)
     assert checks.whose(ran) == "the reference causal_mask (yours is not attempted yet)"
+
+
+def test_weights_that_do_not_sum_to_one_are_named_as_such(capsys):
+    def shrunk_weights(q, k, v, mask=None):  # no known mistake, but the rows visibly do not sum to 1
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        scores = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(-1) * 0.9
+        return weights @ v, weights
+
+    assert check_attention(shrunk_weights) is attention
+    assert "the weights' rows do not sum to 1" in capsys.readouterr().out
