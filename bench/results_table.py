@@ -118,7 +118,7 @@ def part2() -> None:
         sweeps = json.loads(sweeps_file.read_text())
         g = sweeps["guidance"]
         print(f"\n| DDIM steps per stage (guidance {g[0]:g} and {g[1]:g}) | judge accuracy | Fréchet distance | "
-              f"s/image (batch 100) |")
+              f"s/image (batch 100, {sweeps['threads']} thread) |")
         print("|---|---|---|---|")
         for row in sweeps["steps_sweep"]:
             print(f"| {row['steps']} | {row['accuracy']:.3f} | {row['frechet_distance']:.2f} | "
@@ -136,7 +136,8 @@ def part2() -> None:
             b = first[key]
             extra = sweeps.get("bicubic_from_base", {}) if key == "bicubic" else {}
             tail = (f"{extra['accuracy']:.3f} | {extra['frechet_distance']:.2f} | —" if extra else "— | — | —")
-            print(f"| {name} | {b['accuracy']:.3f} | {b['psnr_db']:.2f} dB | {b['sharpness']:.4f} | {tail} |")
+            psnr = f"{b['psnr_db']:.2f} dB" if key != "original" else "—"
+            print(f"| {name} | {b['accuracy']:.3f} | {psnr} | {b['sharpness']:.4f} | {tail} |")
 
 
 if __name__ == "__main__":
