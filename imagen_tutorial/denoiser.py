@@ -19,6 +19,7 @@ from . import diffusion
 from .blocks import DecoderBlock
 from .config import ModelConfig, check_value
 from .encoder import TextEncoder, drop_captions
+from .model import ImageTransformer
 from .text import Tokenizer
 
 
@@ -67,17 +68,10 @@ class Denoiser(nn.Module):
         # A small convolution at full resolution over the un-patchified features and the input itself.
         self.conv = nn.Sequential(nn.Conv2d(self.out_ch + in_ch, 32, 3, padding=1), nn.SiLU(),
                                   nn.Conv2d(32, 1, 3, padding=1)) if c.conv_head else None
-        self.apply(self._init_weights)
+        self.apply(ImageTransformer._init_weights)  # N(0, 0.02) weights, zero biases, as in Part I
         last = self.conv[-1] if self.conv is not None else self.head
         nn.init.zeros_(last.weight)  # predict 0 at initialisation: a calm start for the loss
         nn.init.zeros_(last.bias)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d)):
-            nn.init.normal_(module.weight, std=0.02)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
