@@ -103,7 +103,8 @@ def part2() -> None:
     for run in cascade["evaluation"]["by_guidance"]:
         sec = f"{speed['cascade_s_per_image']:.3f}" if speed else "—"
         print(f"| diffusion | cascade (DDIM {run['steps']}+{run['sr_steps']}, SR guidance {run['sr_guidance']:g}, "
-              f"aug {run['aug_level']:g}, threshold {run.get('threshold')}) | {run['guidance']:g} | {run['samples']} | {run['accuracy']:.3f} | "
+              f"aug {run['aug_level']:g}, threshold {run.get('threshold')}) | {run['guidance']:g} | "
+              f"{run['samples']} | {run['accuracy']:.3f} | "
               f"{run['frechet_distance']:.2f} | {sec} | {cascade['parameters'] / 1e6:.2f}M | {hours['cascade']:.2f} |")
     base = manifest.get("diffusion_base", {}).get("evaluation")
     if base:
