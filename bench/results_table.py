@@ -56,6 +56,8 @@ def main() -> None:
     print("| model | guidance | temperature | samples | judge accuracy | Fréchet distance | PSNR |")
     print("|---|---|---|---|---|---|---|")
     for name, entry in manifest.items():
+        if entry.get("kind") != "image_model":  # Part II's rows are in part()
+            continue
         for run in entry.get("evaluation", {}).get("by_guidance", []):
             acc = f"{run['accuracy']:.3f}" if run.get("accuracy") is not None else "—"
             psnr = f"{run['psnr_db']:.1f} dB" if "psnr_db" in run else "—"
