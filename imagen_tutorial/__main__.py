@@ -235,17 +235,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None = None,
                         batch_size: int = 250, device: str = "cpu", per_class: int | None = None,
                         guidance: list[float] | tuple[float, ...] = (1.0,), seed: int = 0,
-                        progress: bool = False, temperature: float = 1.0) -> dict:
+                        progress: bool = False, temperature: float = 1.0,
+                        model: ImageTransformer | None = None) -> dict:
     """Bits/dim of a checkpoint on the first `limit` images of an official split (all if None) and, for
     conditional models, the judge's verdict on `per_class` samples per class (default 50; 0 skips) at each
     guidance scale (sampling at `temperature`): conditional accuracy and Fréchet distance to the test set.
-    Unconditional models are sampled only when `per_class` is given (Fréchet distance only)."""
+    Unconditional models are sampled only when `per_class` is given (Fréchet distance only). `model`: the
+    checkpoint already loaded (it is moved to `device`), so the file is read once."""
     limit = check_value("limit", limit, int, low=1, optional=True)
     per_class = check_value("per_class", per_class, int, low=0, optional=True)
     batch_size = check_value("batch_size", batch_size, int, low=1)
     for g in guidance:
         check_sampling(temperature, guidance=g)
-    model = load_model(path, pick_device(str(device)))
+    device = pick_device(str(device))
+    model = model.to(device) if model is not None else load_model(path, device)
     images, labels = load_fashion_mnist(split)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -270,16 +273,16 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
     return result
 
 
-def evaluate_diffusion(spec: str, sr: str | None = None, per_class: int = 50, guidance=(3.0,), sr_guidance: float = 1.0,
+def evaluate_diffusion(model, label: str, per_class: int = 50, guidance=(3.0,), sr_guidance: float = 1.0,
                        steps: int = 50, sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
                        threshold=0.995, seed: int = 0, progress: bool = False) -> dict:
     """The text2img protocol for a diffusion base model or the cascade (`per_class` samples per class, judged at
     16 levels: accuracy, Fréchet distance, seconds per image) at each base guidance; for an SR stage alone, its
-    upsampling of the first 10*per_class real test images (judge, PSNR, sharpness; bicubic and the originals)."""
+    upsampling of the first 10*per_class real test images (judge, PSNR, sharpness; bicubic and the originals).
+    model: a Denoiser or a Cascade (`load_any`); label: what the result names as its checkpoint."""
     from .cascade import Cascade
     from .metrics import evaluate_diffusion_generation, evaluate_super_resolution
 
-    model = load_any(spec, "cpu", sr)
     if per_class < 1:
         raise ValueError(f"--per-class must be >= 1 for a diffusion model, got {per_class}")
     judge = load_pretrained("classifier")
@@ -300,7 +303,7 @@ def evaluate_diffusion(spec: str, sr: str | None = None, per_class: int = 50, gu
                                                 guidance=g, steps=steps, **common)
         runs.append(run)
     kind = "cascade" if isinstance(model, Cascade) else "diffusion_sr" if model.reads_lowres else "diffusion_base"
-    result = {"checkpoint": str(spec) if sr is None else f"{spec} + {sr}", "kind": kind, "family": "diffusion",
+    result = {"checkpoint": label, "kind": kind, "family": "diffusion",
               "images": 10 * per_class, "levels": 16, "parameters": model.num_params(), **runs[0]}
     if len(runs) > 1:
         result["by_guidance"] = runs
@@ -309,16 +312,18 @@ def evaluate_diffusion(spec: str, sr: str | None = None, per_class: int = 50, gu
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     _check_flags(args)
-    if args.sr_checkpoint or not isinstance(load_any(args.checkpoint), ImageTransformer):
+    model = load_any(args.checkpoint, "cpu", args.sr_checkpoint)  # read once, whatever the family
+    if not isinstance(model, ImageTransformer):
+        label = args.checkpoint if args.sr_checkpoint is None else f"{args.checkpoint} + {args.sr_checkpoint}"
         per_class = 50 if args.per_class is None else args.per_class
-        result = evaluate_diffusion(args.checkpoint, args.sr_checkpoint, per_class, args.guidance or [3.0],
+        result = evaluate_diffusion(model, label, per_class, args.guidance or [3.0],
                                     args.sr_guidance, args.steps, args.sr_steps, args.aug_level, args.sampler,
                                     args.threshold, args.seed, progress=not args.json)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
         return
     result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device,
                                  args.per_class, args.guidance or [1.0], args.seed, progress=not args.json,
-                                 temperature=args.temperature)
+                                 temperature=args.temperature, model=model)
     if args.json:
         print(json.dumps(result))
     else:
