@@ -37,7 +37,7 @@ from .data import (
     resize,
     to_float,
 )
-from .metrics import dataset_bits_per_dim
+from .metrics import dataset_bits_per_dim, diffusion_test_loss
 from .viz import save_grid
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense
@@ -305,16 +305,7 @@ class Trainer:
         images = to_float(resize(self.test[0], c.image_size))
         was_training = model.training
         model.eval()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.cfg.seed)
-            losses = []
-            for start in range(0, len(images), 250):
-                idx = slice(start, start + 250)
-                captions = [all_captions(int(k))[0] for k in self.test[1][idx]] if model.reads_caption else None
-                tokens = model.prepare_captions(captions)
-                losses.append(model.loss(images[idx].to(self.device), tokens, aug_max=self.cfg.aug_max)
-                              * len(images[idx]))
-        loss = (torch.stack(losses).sum() / len(images)).item()
+        loss = diffusion_test_loss(model, self.test[0], self.test[1], self.cfg.seed, self.cfg.aug_max)
         generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
         captions = [all_captions(k)[0] for k in range(10)] if model.reads_caption else None
         lowres = None

@@ -27,7 +27,7 @@ import torch
 
 from imagen_tutorial.checkpoint import export_model, file_sha256, load_checkpoint, model_from_state
 from imagen_tutorial.data import load_fashion_mnist
-from imagen_tutorial.metrics import dataset_bits_per_dim, load_judge
+from imagen_tutorial.metrics import dataset_bits_per_dim, diffusion_test_loss, load_judge
 from imagen_tutorial.pretrained import CHECKPOINT_DIR, read_manifest
 
 MAX_BYTES = 16 * 2**20
@@ -77,18 +77,6 @@ def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder:
              "steps": state["step"], **figure, "test_images": len(images), "train_minutes": round(minutes, 1),
              "trained": how, "log": log.name}
     return entry
-
-
-@torch.no_grad()
-def diffusion_test_loss(model, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """The mean denoising loss over test images at seeded t and noise (canonical captions)."""
-    from imagen_tutorial.data import make_caption, resize, to_float
-
-    torch.manual_seed(0)
-    x = to_float(resize(images, model.config.image_size))
-    losses = [model.loss(x[i : i + 250], model.prepare_captions([make_caption(int(k)) for k in labels[i : i + 250]])
-                         if model.reads_caption else None) * len(x[i : i + 250]) for i in range(0, len(x), 250)]
-    return (sum(losses) / len(x)).item()
 
 
 DIFFUSION_KEYS = ("guidance", "sr_guidance", "steps", "sr_steps", "aug_level", "sampler", "threshold", "samples",
