@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from imagen_tutorial import load_pretrained
 from imagen_tutorial.cascade import Cascade
+from imagen_tutorial.diffusion import DEFAULT_THRESHOLD
 from imagen_tutorial.metrics import (
     captions_per_class,
     diffusion_samples,
@@ -44,9 +45,14 @@ def main() -> None:
     p.add_argument("--aug", type=float, nargs="*", default=[0.0, 0.1, 0.3, 0.5])
     p.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("BASE", "SR"),
                    help="default: the manifest's best guidance for the cascade, else 3 1")
+    p.add_argument("--threshold", default=DEFAULT_THRESHOLD,
+                   help="'static' (the default), a dynamic-thresholding percentile such as 0.995, or 'none'")
     p.add_argument("--aug-steps", type=int, default=50, help="DDIM steps in the augmentation sweep")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
+    if args.threshold not in ("static", "none"):
+        args.threshold = float(args.threshold)
+    threshold = None if args.threshold == "none" else args.threshold
     if args.base or args.sr:
         cascade = Cascade.from_checkpoints(args.base or "", args.sr or "")
     else:
@@ -59,22 +65,25 @@ def main() -> None:
         best = read_manifest().get("cascade", {}).get("evaluation", {})
         runs = [r for r in best.get("by_guidance", []) if r["guidance"] == best.get("best_guidance")]
         guidance = (runs[0]["guidance"], runs[0]["sr_guidance"]) if runs else (3.0, 1.0)
-    result = {"guidance": guidance, "per_class": args.per_class, "threads": torch.get_num_threads(),
+    result = {"guidance": guidance, "threshold": threshold, "per_class": args.per_class,
+              "threads": torch.get_num_threads(),
               "load_average": os.getloadavg()[0], "steps_sweep": [], "aug_sweep": []}
-    print(f"guidance {guidance}, {10 * args.per_class} samples per setting, {torch.get_num_threads()} threads")
+    print(f"guidance {guidance}, threshold {threshold}, {10 * args.per_class} samples per setting, "
+          f"{torch.get_num_threads()} threads")
     for steps in args.steps:
         row = evaluate_diffusion_generation(cascade, judge, args.per_class, reference=reference, steps=steps,
-                                            guidance=guidance)
+                                            guidance=guidance, threshold=threshold)
         result["steps_sweep"].append(row)
         print(f"steps {steps:4d}: judge {row['accuracy']:.3f}  FD {row['frechet_distance']:7.2f}  "
               f"{row['seconds_per_image']:.3f} s/image")
     captions, labels = captions_per_class(args.per_class)
-    base_samples, _ = diffusion_samples(cascade.base, captions, steps=args.aug_steps, guidance=guidance[0])
+    base_samples, _ = diffusion_samples(cascade.base, captions, steps=args.aug_steps, guidance=guidance[0],
+                                      threshold=threshold)
     for aug in args.aug:
         real = evaluate_super_resolution(cascade.sr, judge, n=10 * args.per_class, aug_level=aug,
-                                         steps=args.aug_steps, guidance=guidance[1])
+                                         steps=args.aug_steps, guidance=guidance[1], threshold=threshold)
         high, _ = diffusion_samples(cascade.sr, captions, lowres=base_samples, aug_level=aug, steps=args.aug_steps,
-                                    guidance=guidance[1])
+                                    guidance=guidance[1], threshold=threshold)
         from_base = {**judge_float_images(judge, high, labels, 16, reference),
                      "sharpness": sharpness(high).mean().item()}
         result["aug_sweep"].append({"aug_level": aug, "from_real": real, "from_base": from_base})

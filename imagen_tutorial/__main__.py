@@ -275,7 +275,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
 
 def evaluate_diffusion(model, label: str, per_class: int = 50, guidance=(3.0,), sr_guidance: float = 1.0,
                        steps: int = 50, sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
-                       threshold=0.995, seed: int = 0, progress: bool = False) -> dict:
+                       threshold="static", seed: int = 0, progress: bool = False) -> dict:
     """The text2img protocol for a diffusion base model or the cascade (`per_class` samples per class, judged at
     16 levels: accuracy, Fréchet distance, seconds per image) at each base guidance; for an SR stage alone, its
     upsampling of the first 10*per_class real test images (judge, PSNR, sharpness; bicubic and the originals).
@@ -426,8 +426,9 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--sr-guidance", type=float, default=1.0, help="the SR stage's guidance")
     group.add_argument("--aug-level", type=float, default=0.2,
                        help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
-    group.add_argument("--threshold", type=_threshold, default=0.995,
-                       help="dynamic thresholding percentile (Imagen: 0.995), 'static' (clip) or 'none'")
+    group.add_argument("--threshold", type=_threshold, default="static",
+                       help="'static' (clip x̂₀ to [-1, 1]; the default, best on this data), a dynamic "
+                            "thresholding percentile (Imagen's: 0.995) or 'none'")
 
 
 def build_parser() -> argparse.ArgumentParser:

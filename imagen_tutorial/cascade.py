@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from . import diffusion
 from .denoiser import Denoiser
 
 
@@ -55,7 +56,7 @@ class Cascade(nn.Module):
 
     @torch.no_grad()
     def generate(self, captions: str | Sequence[str], guidance=(3.0, 1.0), steps=(50, 50), aug_level: float = 0.2,
-                 sampler="ddim", threshold=0.995, generator: torch.Generator | None = None,
+                 sampler="ddim", threshold=diffusion.DEFAULT_THRESHOLD, generator: torch.Generator | None = None,
                  return_lowres: bool = False, trajectory: list | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Captions -> float images [B, 1, 28, 28] in [0, 1] (and the 14×14 stage [B, 1, 14, 14] with
         return_lowres). guidance, steps, sampler and threshold take one value for both stages or a (base, sr)

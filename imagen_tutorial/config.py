@@ -292,6 +292,7 @@ class TrainConfig(_DictMixin):
     train_images: int = 0  # use only the first N training images (0 = all 60,000)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (0.999 for diffusion); 0 = off
     aug_max: float = 0.5  # diffusion super-resolution: noise augmentation levels drawn from U(0, aug_max)
+    init_from: str = ""  # start from these weights (a checkpoint file or a shipped name): fine-tuning; "" = random
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
@@ -323,6 +324,8 @@ class TrainConfig(_DictMixin):
         "train_images": Spec(int, 0, 60_000, note="0 = all 60,000"),
         "ema_decay": Spec(float, 0, 1, high_open=True, note="0 turns it off; 0.999 for diffusion"),
         "aug_max": Spec(float, 0, 1),
+        "init_from": Spec(str, note="a checkpoint file or a shipped name such as 'diffusion_sr'; '' starts from "
+                                    "random weights"),
         "progress": Spec(bool),
         "extra": Spec(dict),
     }

@@ -192,7 +192,8 @@ class Denoiser(nn.Module):
 
     @torch.no_grad()
     def generate(self, captions=None, lowres: Tensor | None = None, aug_level: float = 0.2, steps: int = 50,
-                 guidance: float = 1.0, sampler: str = "ddim", threshold: float | str | None = 0.995,
+                 guidance: float = 1.0, sampler: str = "ddim",
+                 threshold: float | str | None = diffusion.DEFAULT_THRESHOLD,
                  generator: torch.Generator | None = None, batch_size: int | None = None,
                  trajectory: list | None = None) -> Tensor:
         """Sample float images [B, 1, H, W] in [0, 1].
@@ -200,7 +201,8 @@ class Denoiser(nn.Module):
         captions: strings or tokens [B, S] (None for an unconditional model, with `batch_size`); the SR stage
         also reads `lowres` [B, 1, s, s] in [0, 1], noise-augmented at `aug_level` (0 = as given). guidance w:
         ε̃ = ε_u + w·(ε_c − ε_u), w = 1 skips the unconditional pass. sampler "ddim" (deterministic) or "ddpm"
-        (ancestral); threshold: a percentile for dynamic thresholding (0.995), "static" or None.
+        (ancestral); threshold: "static" (clip x̂₀ to [-1, 1], the default: it measured
+        best on this data), a percentile for Imagen's dynamic thresholding (0.995), or None.
         trajectory: a list that receives (x_t, x̂₀) in [-1, 1] at every step."""
         c = self.config
         _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size)

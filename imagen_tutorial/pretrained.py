@@ -28,6 +28,27 @@ def read_manifest(root: str | Path | None = None) -> dict[str, dict]:
     return json.loads(path.read_text())["checkpoints"]
 
 
+def shipped_state(name: str, root: str | Path | None = None) -> dict:
+    """The checkpoint dict of the shipped file `name`, after checking its sha256 against the manifest."""
+    root = Path(root or CHECKPOINT_DIR)
+    manifest = read_manifest(root)
+    if name not in manifest or "file" not in manifest[name]:
+        have = ", ".join(sorted(k for k, v in manifest.items() if "file" in v)) or "none yet"
+        raise ValueError(f"no shipped checkpoint file is called {name!r}; available: {have}. "
+                         f"To use your own, give its path.")
+    entry = manifest[name]
+    path = root / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"shipped checkpoint {path} is missing; restore it with "
+                                f"`git checkout -- data/checkpoints` (or `git lfs pull` if it is an LFS file)")
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"{path} has sha256 {digest[:12]}… but manifest.json expects "
+                              f"{entry['sha256'][:12]}…: the file is damaged or was replaced. Restore it with "
+                              f"`git checkout -- data/checkpoints`.")
+    return load_checkpoint(path)
+
+
 def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | Path | None = None):
     """A shipped model by name, in eval mode, after checking its sha256 against the manifest:
     "text2img", "superres", "bpd256" (ImageTransformer), "diffusion_base", "diffusion_sr" (Denoiser, with their
@@ -43,17 +64,7 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | P
         have = ", ".join(sorted(manifest)) or "none yet"
         raise ValueError(f"no shipped checkpoint is called {name!r}; available: {have}. "
                          f"To use your own, call imagen_tutorial.load_model(path).")
-    entry = manifest[name]
-    path = root / entry["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"shipped checkpoint {path} is missing; restore it with "
-                                f"`git checkout -- data/checkpoints` (or `git lfs pull` if it is an LFS file)")
-    digest = file_sha256(path)
-    if digest != entry["sha256"]:
-        raise CheckpointError(f"{path} has sha256 {digest[:12]}… but manifest.json expects "
-                              f"{entry['sha256'][:12]}…: the file is damaged or was replaced. Restore it with "
-                              f"`git checkout -- data/checkpoints`.")
-    state = load_checkpoint(path)
+    state = shipped_state(name, root)
     if state.get("kind") == "judge":
         return judge_from_state(state).to(device).eval()
     return model_from_state(state, f"shipped checkpoint {name!r}").to(device).eval()

@@ -176,6 +176,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(model_cfg).to(self.device)
+        if cfg.init_from and not resume:  # fine-tuning: the weights of another run, then this run's schedule
+            self._init_from(cfg.init_from)
         self.diffusion = model_cfg.family == "diffusion"
         # the exponential moving average of the weights, what diffusion models sample with (saved in checkpoints)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay else None
@@ -204,6 +206,24 @@ class Trainer:
         torch.manual_seed(cfg.seed + 1 + self.rank)  # per-process randomness for dropout and augmentation
         if resume:
             self.load(self.out / "checkpoint.pt")
+
+    def _init_from(self, spec: str) -> None:
+        """Load the weights (a diffusion checkpoint's EMA where it has one) of a checkpoint file or a shipped
+        checkpoint's name into the new model; its model config must be this run's."""
+        from .pretrained import read_manifest, shipped_state
+
+        if Path(spec).is_file():
+            state, source = load_checkpoint(spec), f"checkpoint {spec}"
+        elif spec in read_manifest():
+            state, source = shipped_state(spec), f"shipped checkpoint {spec!r}"
+        else:
+            raise FileNotFoundError(f"init_from={spec!r} is neither a checkpoint file nor a shipped checkpoint's "
+                                    f"name: give a path to a .pt file or a name such as 'diffusion_sr'")
+        if "model_config" not in state:
+            raise CheckpointError(f"init_from: {source} is not an image model's checkpoint")
+        check_config(state["model_config"], self.model_cfg, f"init_from: {source}")
+        weights = state.get("ema", state["model"])
+        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
 
     def _autocast_dtype(self) -> torch.dtype | None:
         p = self.cfg.precision

@@ -204,6 +204,27 @@ def test_a_checkpoint_with_an_ema_loads_the_ema_weights(tmp_path, train_slice):
     assert not torch.equal(model.state_dict()["head.weight"], trainer.model.state_dict()["head.weight"])
 
 
+def test_init_from_starts_a_new_run_from_the_weights_of_another(tmp_path, train_slice):
+    config = tiny_denoiser(image_size=14, patch_size=7).config
+    first = Trainer(config, _sr_train_config(steps=3, eval_every=0), tmp_path / "a", data=train_slice)
+    first.run()
+    tuned = Trainer(config, _sr_train_config(steps=3, eval_every=0, init_from=str(tmp_path / "a" / "checkpoint.pt")),
+                    tmp_path / "b", data=train_slice)
+    assert tuned.step == 0  # a new run (its own optimizer and schedule) that starts from the EMA weights
+    for name, tensor in first.ema.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[name], tensor)
+        assert torch.equal(tuned.ema.state_dict()[name], tensor)
+
+
+def test_init_from_refuses_a_missing_file_and_another_models_weights(tmp_path, train_slice):
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor a shipped"):
+        Trainer(tiny_denoiser().config, _sr_train_config(init_from=str(tmp_path / "nope.pt")), tmp_path / "a",
+                data=train_slice)
+    with pytest.raises(CheckpointError, match="another model config"):  # the shipped 14×14 base is not a 28×28 SR
+        Trainer(tiny_denoiser("caption_lowres").config, _sr_train_config(init_from="diffusion_base"),
+                tmp_path / "b", data=train_slice)
+
+
 # ---------------------------------------------------------------- the cascade
 def test_cascade_gives_28x28_style_images_in_range_and_the_low_res_stage_on_request():
     cascade = Cascade(tiny_denoiser(), tiny_denoiser("caption_lowres"))
