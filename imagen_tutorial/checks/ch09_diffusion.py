@@ -20,7 +20,7 @@ from .core import compare, settle
 
 __all__ = ["check_q_sample", "check_ddim_update", "check_guided_x0", "ddim_update", "guided_x0"]
 
-PERCENTILE = 0.995  # Imagen's dynamic-thresholding percentile, the package's default
+PERCENTILE = 0.995  # Imagen's dynamic-thresholding percentile (the package clips by default: chapter 09, section 5)
 
 
 def _per_image(v: Tensor, like: Tensor) -> Tensor:  # (B,) -> (B, 1, 1, 1)
