@@ -17,4 +17,5 @@ from .ch06_sampling import *  # noqa: F403
 from .ch07_applications import *  # noqa: F403
 from .ch08_imagen import *  # noqa: F403
 from .ch09_diffusion import *  # noqa: F403
+from .ch10_cascade import *  # noqa: F403
 from .core import REFERENCE, compare, draws_match, generator_use, reference_given, whose  # noqa: F401

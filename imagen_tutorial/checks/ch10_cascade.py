@@ -1,0 +1,150 @@
+"""Checks for chapter 10 (the cascade): noise conditioning augmentation of the super-resolution stage's low-res
+input, and the hand-off from the base stage's sampler to the SR stage.
+
+The references are the package's own pieces, as `Denoiser.generate` and `Cascade.generate` use them: the base
+stage's sample is its last x̂₀ (in [-1, 1]); the SR stage upsamples it bilinearly to 28×28 and corrupts it by the
+same forward process as training, x_t = α(aug)·z + σ(aug)·ε, at a level `aug` that it is also told. Every case has
+a batch of at least two images with a different level per image, so one level for the whole batch is caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import diffusion
+from .core import compare, settle
+
+__all__ = ["check_noise_augment", "check_hand_off", "noise_augment", "hand_off"]
+
+SIZE = 28  # the SR stage's output side
+
+
+def _per_image(v: Tensor) -> Tensor:  # (B,) -> (B, 1, 1, 1)
+    return v.view(-1, 1, 1, 1)
+
+
+# ---------------------------------------------------------------- exercise 1: noise conditioning augmentation
+def noise_augment(low: Tensor, aug: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    """The SR stage's noise-augmented low-res input and the level it is told: low [B, 1, H, W] in [-1, 1] (already
+    upsampled), aug [B] in [0, 1], noise [B, 1, H, W] -> (α(aug)·low + σ(aug)·noise, aug)."""
+    return diffusion.q_sample(low, aug, noise), aug
+
+
+def _augment_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(10)
+    cases = []
+    # the first batch is 4 images of 4×4 pixels, where a level of shape [4] broadcasts silently along the columns
+    for (b, side), aug in [((4, 4), [0.0, 0.1, 0.3, 0.5]), ((3, 6), [0.2, 0.45, 0.05]), ((2, 8), [0.35, 0.15])]:
+        low = torch.rand(b, 1, side, side, generator=g) * 2 - 1
+        cases.append((low, torch.tensor(aug), torch.randn(b, 1, side, side, generator=g)))
+    return cases
+
+
+def _augment_mistake(mix: Callable[[Tensor, Tensor, Tensor], Tensor], level: Callable[[Tensor], Tensor] = lambda a: a):
+    def wrong(low, aug, noise):
+        return mix(low, _per_image(aug), noise), level(aug)
+    return wrong
+
+
+def _cosine(power: int = 1, swap: bool = False) -> Callable:
+    def mix(low, aug, noise):
+        alpha, sigma = diffusion.alpha_sigma(aug)
+        if swap:
+            alpha, sigma = sigma, alpha
+        return alpha**power * low + sigma**power * noise
+    return mix
+
+
+def _columns(low, aug, noise):
+    alpha, sigma = diffusion.alpha_sigma(aug)  # (B,) against (B, 1, H, W): lines up with the last axis
+    return alpha * low + sigma * noise, aug
+
+
+def check_noise_augment(learner: Callable | None) -> Callable:
+    """Check noise_augment(low [B, 1, H, W] in [-1, 1], aug [B], noise [B, 1, H, W]) -> (augmented low, level)."""
+    mistakes = {
+        "augmentation at the right levels, but the model is told level 0: it then takes the noise for detail of "
+        "the image and copies it into the output; return aug itself as the level":
+            _augment_mistake(_cosine(), lambda a: torch.zeros_like(a)),
+        "no augmentation at all (low returned as it is) while the model is told aug: apply the forward process, "
+        "α(aug)·low + σ(aug)·noise": _augment_mistake(lambda low, a, n: low),
+        "low + aug·noise: a different noise process from training's (it adds noise without shrinking the image, so "
+        "the model sees inputs it never saw); use the forward process, α(aug)·low + σ(aug)·noise":
+            _augment_mistake(lambda low, a, n: low + a * n),
+        "(1 − aug)·low + aug·noise: a straight-line mix, a different noise process from training's cosine "
+        "schedule; use α(aug) = cos(π·aug/2), σ(aug) = sin(π·aug/2) (diffusion.alpha_sigma)":
+            _augment_mistake(lambda low, a, n: (1 - a) * low + a * n),
+        "α² and σ² instead of α and σ: those are the variances; the forward process is α(aug)·low + σ(aug)·noise":
+            _augment_mistake(_cosine(power=2)),
+        "α and σ swapped: σ(aug)·low + α(aug)·noise is almost pure noise at small levels — α goes with the image":
+            _augment_mistake(_cosine(swap=True)),
+        "the level as 1 − aug: the model is told the level itself, the t of the forward process (0 = clean)":
+            _augment_mistake(_cosine(), lambda a: 1 - a),
+        "α(aug) and σ(aug) of shape [B] broadcast along the image's last axis (its columns) instead of per image: "
+        "reshape them to [B, 1, 1, 1] (alpha.view(-1, 1, 1, 1))": _columns,
+    }
+
+    def on_error(error: BaseException, args: tuple) -> str | None:
+        if "must match the size of tensor" in str(error):
+            return "α(aug) and σ(aug) have one value per image, shape [B]: reshape them to [B, 1, 1, 1]"
+        return None
+
+    ok = compare("noise_augment", learner, noise_augment, _augment_cases(), mistakes, outputs=("image", "level"),
+                 on_error=on_error)
+    return settle("noise_augment", learner, noise_augment, ok)
+
+
+# ---------------------------------------------------------------- exercise 2: the hand-off
+def hand_off(trajectory: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """The SR stage's low-res input from the base stage's sampling trajectory, a list of (x_t, x̂₀) per step in
+    [-1, 1]: the sample is the last step's x̂₀, upsampled bilinearly to 28×28 and kept in [-1, 1]."""
+    sample = trajectory[-1][1]
+    return F.interpolate(sample, size=SIZE, mode="bilinear", align_corners=False)
+
+
+def _hand_off_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(11)
+    cases = []
+    for b, steps in [(2, 3), (3, 4), (4, 2)]:  # (x_t, x̂₀) pairs as a sampler leaves them: x̂₀ within [-1, 1]
+        trajectory = [(torch.randn(b, 1, 14, 14, generator=g), torch.rand(b, 1, 14, 14, generator=g) * 2 - 1)
+                      for _ in range(steps)]
+        cases.append((trajectory,))
+    return cases
+
+
+def _up(x: Tensor, mode: str = "bilinear", align_corners: bool | None = False) -> Tensor:
+    return F.interpolate(x, size=SIZE, mode=mode, align_corners=None if mode == "nearest" else align_corners)
+
+
+def check_hand_off(learner: Callable | None) -> Callable:
+    """Check hand_off(trajectory) -> the SR stage's low-res input [B, 1, 28, 28] in [-1, 1]."""
+    mistakes = {
+        "the wrong tensor upsampled: the last step's x_t, the noisy image that step started from; the sample "
+        "is that step's x̂₀, trajectory[-1][1]": lambda tr: _up(tr[-1][0]),
+        "the wrong tensor upsampled: the first step's x̂₀, the model's guess from pure noise; the sample is the "
+        "last step's, trajectory[-1][1]": lambda tr: _up(tr[0][1]),
+        "the sample moved to [0, 1] ((x + 1) / 2): that is the range generate() returns to you, but the SR "
+        "network reads its low-res channel in [-1, 1], like x_t": lambda tr: _up((tr[-1][1] + 1) / 2),
+        "the sample mapped from [0, 1] to [-1, 1] again (2x − 1): the trajectory's x̂₀ is already in [-1, 1]":
+            lambda tr: _up(2 * tr[-1][1] - 1),
+        "nearest-neighbour upsampling: the SR stage was trained on bilinear upsampling (mode='bilinear', "
+        "align_corners=False), and blocky inputs are not what it learned to sharpen":
+            lambda tr: _up(tr[-1][1], "nearest"),
+        "bicubic upsampling: the SR stage was trained on bilinear (mode='bilinear', align_corners=False)":
+            lambda tr: _up(tr[-1][1], "bicubic"),
+        "align_corners=True: the SR stage was trained with align_corners=False, which puts the pixel centres "
+        "elsewhere": lambda tr: _up(tr[-1][1], align_corners=True),
+    }
+
+    def on_error(error: BaseException, args: tuple) -> str | None:
+        if "tuple" in str(error) or "list" in str(error):
+            return "trajectory is a list of (x_t, x̂₀) pairs: trajectory[-1] is the last pair, trajectory[-1][1] its x̂₀"
+        return None
+
+    ok = compare("hand_off", learner, hand_off, _hand_off_cases(), mistakes, on_error=on_error,
+                 arg_names=("trajectory",))
+    return settle("hand_off", learner, hand_off, ok)
