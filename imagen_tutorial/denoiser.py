@@ -144,18 +144,10 @@ class Denoiser(nn.Module):
         if captions is None:
             raise ValueError(f"this diffusion model reads captions (condition={self.config.condition!r}): pass "
                              f"a list of captions, e.g. ['a photo of an ankle boot']")
-        if isinstance(captions, str):
-            captions = [captions]
-        if not isinstance(captions, Tensor):
-            captions = self.tokenizer.encode(list(captions), max_len=self.config.max_caption_len)
-        if captions.dim() != 2 or captions.is_floating_point() or captions.size(1) > self.config.max_caption_len:
-            raise ValueError(f"caption tokens must be integers [B, S] with S <= {self.config.max_caption_len}; got "
-                             f"{captions.dtype} {list(captions.shape)}: pass strings or Tokenizer().encode(captions)")
-        if captions.numel() and (captions.min() < 0 or captions.max() >= self.tokenizer.vocab_size):
-            raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
+        captions = self.tokenizer.tokens(captions, self.config.max_caption_len, pad=True)
         if batch is not None and captions.size(0) != batch:
             raise ValueError(f"{captions.size(0)} captions for {batch} images: give one caption per image")
-        return captions.long().to(self.device)
+        return captions.to(self.device)
 
     def check_image(self, x: Tensor, side: int, what: str) -> Tensor:
         """A float image batch [B, 1, side, side] in [0, 1] with no NaN, or a ValueError that says what is wrong."""

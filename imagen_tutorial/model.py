@@ -101,17 +101,7 @@ class ImageTransformer(nn.Module):
         if cond is None:
             raise ValueError(f"this model is conditioned on {c.condition!r}: pass a condition")
         if c.condition == "caption":
-            if isinstance(cond, (str, list, tuple)):
-                cond = self.tokenizer.encode(cond, limit=c.max_caption_len)
-            if not isinstance(cond, Tensor) or cond.dim() != 2 or cond.is_floating_point() or cond.is_complex():
-                got = f"{cond.dtype} {list(cond.shape)}" if isinstance(cond, Tensor) else type(cond).__name__
-                raise ValueError(f"caption tokens must be a LongTensor [B, S]; got {got}: pass captions as strings "
-                                 f"or use Tokenizer().encode(captions)")
-            if cond.size(1) > c.max_caption_len:
-                raise ValueError(f"caption tokens [B, S={cond.size(1)}] are longer than this model reads: at most "
-                                 f"{c.max_caption_len} tokens (<bos> + {c.max_caption_len - 1} words)")
-            if values and cond.numel() and (cond.min() < 0 or cond.max() >= self.tokenizer.vocab_size):
-                raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
+            cond = self.tokenizer.tokens(cond, c.max_caption_len, values=values)
         else:
             s = c.cond_image_size
             if not isinstance(cond, Tensor) or cond.dim() != 4 or cond.shape[1:] != (1, s, s):

@@ -77,6 +77,25 @@ class Tokenizer:
         width = max_len or longest
         return torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
 
+    def tokens(self, captions, max_len: int, pad: bool = False, values: bool = True) -> Tensor:
+        """What a caption-reading model accepts: strings (tokenized here; `pad` pads them to `max_len`) or tokens
+        [B, S] of any integer dtype with S <= max_len, as a LongTensor; anything else is a ValueError that says
+        what to pass. values=False skips the vocabulary check that reads the values (a GPU sync in training)."""
+        if isinstance(captions, (str, list, tuple)):
+            captions = self.encode(captions, max_len=max_len) if pad else self.encode(captions, limit=max_len)
+        if not isinstance(captions, Tensor) or captions.dim() != 2 or captions.is_floating_point() \
+                or captions.is_complex():
+            is_tensor = isinstance(captions, Tensor)
+            got = f"{captions.dtype} {list(captions.shape)}" if is_tensor else type(captions).__name__
+            raise ValueError(f"caption tokens must be a LongTensor [B, S]; got {got}: pass captions as strings "
+                             f"or use Tokenizer().encode(captions)")
+        if captions.size(1) > max_len:
+            raise ValueError(f"caption tokens [B, S={captions.size(1)}] are longer than this model reads: at most "
+                             f"{max_len} tokens (<bos> + {max_len - 1} words)")
+        if values and captions.numel() and (captions.min() < 0 or captions.max() >= self.vocab_size):
+            raise ValueError("caption tokens are outside the vocabulary: use Tokenizer().encode(captions)")
+        return captions.long()
+
     def decode(self, ids: Tensor) -> list[str]:
         """LongTensor [B, S] (or [S], or lists of ids) -> captions, dropping <bos> and <pad>."""
         ids = torch.as_tensor(ids, dtype=torch.long)

@@ -268,6 +268,18 @@ def test_unknown_caption_word_is_named():
         tiny_denoiser().generate(["a photo of a sneeker"], steps=2)
 
 
+@pytest.mark.parametrize("tokens, message", [
+    (torch.rand(2, 5), r"caption tokens must be a LongTensor \[B, S\]; got torch.float32 \[2, 5\]"),
+    (torch.ones(2, 40, dtype=torch.long), r"caption tokens \[B, S=40\] are longer than this model reads"),
+    (torch.full((2, 3), 999), "caption tokens are outside the vocabulary"),
+    (42, r"caption tokens must be a LongTensor \[B, S\]; got int: pass captions as strings"),
+])
+def test_both_families_refuse_bad_caption_tokens_with_the_same_words(tokens, message):
+    for model in (tiny_denoiser(), tiny_model(condition="caption")):  # one check: Tokenizer.tokens
+        with pytest.raises(ValueError, match=message):
+            model.generate(tokens, steps=2) if isinstance(model, Denoiser) else model.prepare_condition(tokens)
+
+
 def test_an_autoregressive_model_is_refused_by_the_cascade(tmp_path):
     with pytest.raises(ValueError, match="base stage must be a diffusion model .*not ImageTransformer"):
         Cascade(tiny_model(), tiny_denoiser("caption_lowres"))
