@@ -116,6 +116,19 @@ def part2() -> None:
         for run in base["by_guidance"]:
             print(f"| DDIM {run['steps']} | {run['guidance']:g} | {run['samples']} | {run['accuracy']:.3f} | "
                   f"{run['frechet_distance']:.2f} |")
+    sr_eval = manifest.get("diffusion_sr", {}).get("evaluation")
+    if sr_eval and sr_eval["by_guidance"] and "sr" in sr_eval["by_guidance"][0]:
+        print("\n| diffusion_sr on real 14×14 test inputs | SR guidance | images | judge accuracy | Fréchet distance | "
+              "PSNR | sharpness |")
+        print("|---|---|---|---|---|---|---|")
+        runs = sr_eval["by_guidance"]
+        for name, row, guidance in ([(f"DDIM {r['steps']}, aug {r['aug_level']:g}, {r['threshold']}", r["sr"],
+                                      f"{r['guidance']:g}") for r in runs]
+                                    + [("*bicubic*", runs[0]["bicubic"], "—"), ("*the originals*", runs[0]["original"],
+                                                                                 "—")]):
+            psnr = f"{row['psnr_db']:.2f} dB" if name != "*the originals*" else "—"
+            print(f"| {name} | {guidance} | {runs[0]['images']} | {row['accuracy']:.3f} | "
+                  f"{row['frechet_distance']:.2f} | {psnr} | {row['sharpness']:.4f} |")
     sweeps_file = ROOT / "bench/results/cascade_sweeps.json"
     if sweeps_file.is_file():
         sweeps = json.loads(sweeps_file.read_text())

@@ -97,8 +97,10 @@ def merge_diffusion_evaluation(name: str, evaluations: list[dict]) -> dict:
     else:
         entry = manifest[name]
         target = CHECKPOINT_DIR / entry["file"]
-        for evaluation in evaluations:
-            if Path(evaluation["checkpoint"]).resolve() != target.resolve() or file_sha256(target) != entry["sha256"]:
+        for evaluation in evaluations:  # the file's path, or its shipped name (`evaluate --checkpoint diffusion_sr`)
+            named = evaluation["checkpoint"] == name and not Path(name).exists()
+            if not named and Path(evaluation["checkpoint"]).resolve() != target.resolve() \
+                    or file_sha256(target) != entry["sha256"]:
                 raise SystemExit(f"the evaluation is of {evaluation['checkpoint']}, not of the shipped {target}")
     runs = [run for e in evaluations for run in (e.get("by_guidance") or [e])]
     runs = [{k: run[k] for k in DIFFUSION_KEYS if k in run} for run in runs]
