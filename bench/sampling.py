@@ -15,7 +15,8 @@ one full-length decoder pass); the cached path is warmed up and timed --repeats 
 
 --families also times the two families' shipped models at each batch size, as learners use them: text2img
 (autoregressive, 784 pixel steps with the cache, its tuned guidance and temperature) and the diffusion cascade
-(14×14 base + 14→28 SR, DDIM, --diffusion-steps per stage, guidance 3 and 1): images/s of each, side by side.
+(14×14 base + 14→28 SR, DDIM, --diffusion-steps per stage, guidance cascade.DEFAULT_GUIDANCE): images/s of
+each, side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 
 import torch
 
+from imagen_tutorial.cascade import DEFAULT_GUIDANCE
 from imagen_tutorial.config import ModelConfig
 from imagen_tutorial.data import make_caption
 from imagen_tutorial.model import ImageTransformer
@@ -131,16 +133,18 @@ def compare_families(args: argparse.Namespace) -> None:
                                      generator=torch.Generator(device).manual_seed(0))
 
         def diffusion(captions=captions):
-            return cascade.generate(captions, guidance=(3.0, 1.0), steps=(steps, steps),
+            return cascade.generate(captions, guidance=DEFAULT_GUIDANCE, steps=(steps, steps),
                                     generator=torch.Generator(device).manual_seed(0))
         cascade.generate(captions[:2], steps=(2, 2))  # warm-up
         s_ar, _ = timed(autoregressive, device, 1)
         s_diff, _ = timed(diffusion, device, 1)
         rows.append({"batch": B, "text2img_s": s_ar, "cascade_s": s_diff, "text2img_img_s": B / s_ar,
-                     "cascade_img_s": B / s_diff, "text2img_s_per_image": s_ar / B, "cascade_s_per_image": s_diff / B})
+                     "cascade_img_s": B / s_diff, "text2img_s_per_image": s_ar / B, "cascade_s_per_image": s_diff / B,
+                     "cascade_guidance": list(DEFAULT_GUIDANCE), "cascade_steps": steps})
     print(f"shipped models, {device}, {torch.get_num_threads()} threads, load avg at start {load:.2f}: text2img "
           f"({text2img.num_params():,} params, guidance {guidance:g}, temperature {temperature:g}) vs the cascade "
-          f"({cascade.num_params():,} params, DDIM {steps}+{steps} steps, guidance 3 and 1)")
+          f"({cascade.num_params():,} params, DDIM {steps}+{steps} steps, guidance {DEFAULT_GUIDANCE[0]:g} and "
+          f"{DEFAULT_GUIDANCE[1]:g})")
     print(f"{'batch':>5}  {'text2img img/s':>15}{'s/image':>9}  {'cascade img/s':>14}{'s/image':>9}")
     for r in rows:
         print(f"{r['batch']:>5}  {r['text2img_img_s']:>15.2f}{r['text2img_s_per_image']:>9.3f}  "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .cascade import DEFAULT_GUIDANCE, Cascade
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .config import ModelConfig, Spec, TrainConfig, check_value
 from .data import load_fashion_mnist, make_caption, quantize, resize, to_float
@@ -116,7 +117,6 @@ def _conditions(model, captions: list[str], n: int):
 def load_any(spec: str, device: str | torch.device = "cpu", sr: str | None = None):
     """A model from a checkpoint file, or a shipped one by name ("text2img", "diffusion_base", "cascade", ...);
     with `sr`, a Cascade of the base `spec` and the SR checkpoint `sr`."""
-    from .cascade import Cascade
 
     if sr is not None:
         base = load_any(spec, device)
@@ -145,7 +145,6 @@ def _float_image_grid(images: torch.Tensor, path, nrow: int, levels: int = 16) -
 
 def sample_diffusion(args: argparse.Namespace, model) -> None:
     """`sample` for a diffusion base model, an SR stage (on test images) or the cascade."""
-    from .cascade import Cascade
 
     captions = args.caption or [make_caption(k) for k in range(10)]
     captions = [cap for cap in captions for _ in range(args.n)]
@@ -154,8 +153,10 @@ def sample_diffusion(args: argparse.Namespace, model) -> None:
     sampling = {"sampler": args.sampler, "threshold": args.threshold, "generator": generator,
                 "trajectory": trajectory}
     guidance = 3.0 if args.guidance is None else args.guidance
+    sr_guidance = DEFAULT_GUIDANCE[1] if args.sr_guidance is None else args.sr_guidance
     if isinstance(model, Cascade):
-        images = model.generate(captions, guidance=(guidance, args.sr_guidance), aug_level=args.aug_level,
+        guidance = DEFAULT_GUIDANCE[0] if args.guidance is None else args.guidance
+        images = model.generate(captions, guidance=(guidance, sr_guidance), aug_level=args.aug_level,
                                 steps=(args.steps, args.sr_steps or args.steps), **sampling)
     elif model.reads_lowres:  # an SR stage alone: upsample test images, downsampled to its input size
         if args.caption:
@@ -165,7 +166,7 @@ def sample_diffusion(args: argparse.Namespace, model) -> None:
         lowres = torch.nn.functional.interpolate(to_float(test[: args.n]), size=model.config.cond_size, mode="area")
         captions = [make_caption(int(k)) for k in labels[: args.n]]
         images = model.generate(captions, lowres=lowres, aug_level=args.aug_level, steps=args.steps,
-                                guidance=args.sr_guidance, **sampling)
+                                guidance=sr_guidance, **sampling)
     else:
         images = model.generate(captions if model.reads_caption else None, steps=args.steps, guidance=guidance,
                                 batch_size=None if model.reads_caption else args.n, **sampling)
@@ -185,7 +186,7 @@ FLAG_SPECS = {
     "temperature": Spec(float, 0, optional=True, note="0 picks the most likely level; 1 is the model's distribution"),
     "top_k": Spec(int, 1, optional=True, note="leave it out to keep every level"),
     "guidance": Spec(float, 0, 100, optional=True, note="1 is plain conditional sampling, 0 unconditional"),
-    "sr_guidance": Spec(float, 0, 100),
+    "sr_guidance": Spec(float, 0, 100, optional=True),
     "steps": Spec(int, 1, optional=True),
     "sr_steps": Spec(int, 1, optional=True),
     "steps_diffusion": Spec(int, 1),
@@ -280,7 +281,6 @@ def evaluate_diffusion(model, label: str, per_class: int = 50, guidance=(3.0,), 
     16 levels: accuracy, Fréchet distance, seconds per image) at each base guidance; for an SR stage alone, its
     upsampling of the first 10*per_class real test images (judge, PSNR, sharpness; bicubic and the originals).
     model: a Denoiser or a Cascade (`load_any`); label: what the result names as its checkpoint."""
-    from .cascade import Cascade
     from .metrics import evaluate_diffusion_generation, evaluate_super_resolution
 
     if per_class < 1:
@@ -316,8 +316,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if not isinstance(model, ImageTransformer):
         label = args.checkpoint if args.sr_checkpoint is None else f"{args.checkpoint} + {args.sr_checkpoint}"
         per_class = 50 if args.per_class is None else args.per_class
-        result = evaluate_diffusion(model, label, per_class, args.guidance or [3.0],
-                                    args.sr_guidance, args.steps, args.sr_steps, args.aug_level, args.sampler,
+        default = [DEFAULT_GUIDANCE[0]] if isinstance(model, Cascade) else [3.0]
+        sr_guidance = DEFAULT_GUIDANCE[1] if args.sr_guidance is None else args.sr_guidance
+        result = evaluate_diffusion(model, label, per_class, args.guidance or default,
+                                    sr_guidance, args.steps, args.sr_steps, args.aug_level, args.sampler,
                                     args.threshold, args.seed, progress=not args.json)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
         return
@@ -368,9 +370,9 @@ def demo_cascade(args: argparse.Namespace, captions: list[str], labels: torch.Te
     cascade = load_pretrained("cascade")
     print(f"Drawing the same {len(captions)} captions with the diffusion cascade ({cascade.num_params():,} "
           f"parameters: 14×14 base + 14→28 super-resolution, DDIM {args.steps_diffusion} steps per stage, "
-          f"guidance 3 and 1)")
+          f"guidance {DEFAULT_GUIDANCE[0]:g} and {DEFAULT_GUIDANCE[1]:g})")
     start = time.perf_counter()
-    images = cascade.generate(captions, guidance=(3.0, 1.0), steps=args.steps_diffusion,
+    images = cascade.generate(captions, steps=args.steps_diffusion,
                               generator=torch.Generator().manual_seed(args.seed))
     seconds = time.perf_counter() - start
     levels = quantize(images[:, 0].clamp(0, 1), 16)
@@ -423,7 +425,8 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=int, default=50, help="sampler steps (the base stage's, in a cascade)")
     group.add_argument("--sr-steps", type=int, default=None, help="the SR stage's steps (default: --steps)")
     group.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    group.add_argument("--sr-guidance", type=float, default=1.0, help="the SR stage's guidance")
+    group.add_argument("--sr-guidance", type=float, default=None,
+                       help=f"the SR stage's guidance (default {DEFAULT_GUIDANCE[1]:g})")
     group.add_argument("--aug-level", type=float, default=0.2,
                        help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
     group.add_argument("--threshold", type=_threshold, default="static",

@@ -16,6 +16,11 @@ from torch import Tensor, nn
 from . import diffusion
 from .denoiser import Denoiser
 
+# The cascade's guidance (base, SR) unless told otherwise: the best Fréchet distance measured, with near-best judge
+# accuracy (README "Results", 500 samples: 106.6 and 0.956 at (1.5, 3); 148.7 and 0.916 at (1.5, 1); 162.6 and
+# 0.960 at (3, 3)). Guiding the SR stage too, as Imagen does, doubles its cost per step.
+DEFAULT_GUIDANCE = (1.5, 3.0)
+
 
 def _pair(value, name: str) -> tuple:
     """One value for both stages, or a (base, sr) pair."""
@@ -55,7 +60,7 @@ class Cascade(nn.Module):
         return self.base.num_params() + self.sr.num_params()
 
     @torch.no_grad()
-    def generate(self, captions: str | Sequence[str], guidance=(3.0, 1.0), steps=(50, 50), aug_level: float = 0.2,
+    def generate(self, captions: str | Sequence[str], guidance=DEFAULT_GUIDANCE, steps=(50, 50), aug_level: float = 0.2,
                  sampler="ddim", threshold=diffusion.DEFAULT_THRESHOLD, generator: torch.Generator | None = None,
                  return_lowres: bool = False, trajectory: list | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Captions -> float images [B, 1, 28, 28] in [0, 1] (and the 14×14 stage [B, 1, 14, 14] with
