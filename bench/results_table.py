@@ -116,7 +116,8 @@ def part2() -> None:
               "Fréchet distance |")
         print("|---|---|---|---|---|")
         for run in base["by_guidance"]:
-            print(f"| DDIM {run['steps']} | {run['guidance']:g} | {run['samples']} | {run['accuracy']:.3f} | "
+            print(f"| DDIM {run['steps']}, {run.get('threshold')} | {run['guidance']:g} | {run['samples']} | "
+                  f"{run['accuracy']:.3f} | "
                   f"{run['frechet_distance']:.2f} |")
     sr_eval = manifest.get("diffusion_sr", {}).get("evaluation")
     if sr_eval and sr_eval["by_guidance"] and "sr" in sr_eval["by_guidance"][0]:

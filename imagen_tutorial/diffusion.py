@@ -41,8 +41,8 @@ def q_sample(x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
 
 
 def noise_augment(lowres: Tensor, level: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
-    """Noise conditioning augmentation (Imagen §2.5): corrupt a low-res image [B, C, h, w] in [-1, 1] by the same
-    forward process at `level` (a float or [B]); level 0 returns the input unchanged."""
+    """Noise conditioning augmentation (Imagen §2.4, "robust cascaded diffusion models"): corrupt a low-res image
+    [B, C, h, w] in [-1, 1] by the same forward process at `level` (a float or [B]); level 0 returns the input."""
     level = torch.as_tensor(level, dtype=torch.float32).expand(lowres.size(0))
     noise = torch.randn(lowres.shape, generator=generator, device=lowres.device)
     return q_sample(lowres, level, noise)
