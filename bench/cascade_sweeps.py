@@ -77,8 +77,10 @@ def main() -> None:
         print(f"steps {steps:4d}: judge {row['accuracy']:.3f}  FD {row['frechet_distance']:7.2f}  "
               f"{row['seconds_per_image']:.3f} s/image")
     captions, labels = captions_per_class(args.per_class)
-    base_samples, _ = diffusion_samples(cascade.base, captions, steps=args.aug_steps, guidance=guidance[0],
-                                      threshold=threshold)
+    base_samples = None
+    if args.aug:  # the base model's samples, which the SR stage reads in the cascade
+        base_samples, _ = diffusion_samples(cascade.base, captions, steps=args.aug_steps, guidance=guidance[0],
+                                            threshold=threshold)
     for aug in args.aug:
         real = evaluate_super_resolution(cascade.sr, judge, n=10 * args.per_class, aug_level=aug,
                                          steps=args.aug_steps, guidance=guidance[1], threshold=threshold)

@@ -25,5 +25,7 @@ $PY tools/ship_checkpoint.py diffusion_sr --evaluation "$R/diffusion_sr_eval.jso
 $PY tools/ship_checkpoint.py cascade --evaluation "$R/cascade_eval.json" --evaluation "$R/cascade_eval_sr3.json" \
     --evaluation "$R/cascade_eval_dynamic.json" > /dev/null
 $PY bench/cascade_sweeps.py --guidance 3 1 --json "$R/cascade_sweeps.json"   # static clipping, the default
+$PY bench/cascade_sweeps.py --guidance 1.5 3 --steps 1 2 5 10 25 50 100 --aug \
+    --json "$R/cascade_steps_default.json"                                 # the default guidance, steps only
 $PY bench/sampling.py --families --batches 100 --json "$R/sampling_families.json"
 $PY bench/results_table.py

@@ -135,13 +135,18 @@ def part2() -> None:
     sweeps_file = ROOT / "bench/results/cascade_sweeps.json"
     if sweeps_file.is_file():
         sweeps = json.loads(sweeps_file.read_text())
-        g = sweeps["guidance"]
-        print(f"\n| DDIM steps per stage (guidance {g[0]:g} and {g[1]:g}) | judge accuracy | Fréchet distance | "
-              f"s/image (batch 100, {sweeps['threads']} thread) |")
-        print("|---|---|---|---|")
-        for row in sweeps["steps_sweep"]:
-            print(f"| {row['steps']} | {row['accuracy']:.3f} | {row['frechet_distance']:.2f} | "
-                  f"{row['seconds_per_image']:.3f} |")
+        for path in (sweeps_file, ROOT / "bench/results/cascade_steps_default.json"):
+            if not path.is_file():
+                continue
+            steps = json.loads(path.read_text())
+            g = steps["guidance"]
+            print(f"\n| DDIM steps per stage (guidance {g[0]:g} and {g[1]:g}) | judge accuracy | Fréchet distance | "
+                  f"s/image (batch 100) |")
+            print("|---|---|---|---|")
+            for row in steps["steps_sweep"]:
+                threads = row.get("threads", steps["threads"])
+                print(f"| {row['steps']} | {row['accuracy']:.3f} | {row['frechet_distance']:.2f} | "
+                      f"{row['seconds_per_image']:.3f} ({threads} thread{'s' if threads > 1 else ''}) |")
         print("\n| aug level | real 14×14 → SR: judge | PSNR | sharpness | base samples → SR: judge | "
               "Fréchet distance | sharpness |")
         print("|---|---|---|---|---|---|---|")
