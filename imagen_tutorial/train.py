@@ -25,7 +25,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, build_model, check_config, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    build_model,
+    check_config,
+    load_checkpoint,
+    model_from_state,
+    save_checkpoint,
+)
 from .config import ModelConfig, TrainConfig, check_value
 from .data import (
     NOUN_PHRASES,
@@ -222,8 +229,7 @@ class Trainer:
         if "model_config" not in state:
             raise CheckpointError(f"init_from: {source} is not an image model's checkpoint")
         check_config(state["model_config"], self.model_cfg, f"init_from: {source}")
-        weights = state.get("ema", state["model"])
-        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+        self.model.load_state_dict(model_from_state(state, f"init_from: {source}").state_dict())
 
     def _autocast_dtype(self) -> torch.dtype | None:
         p = self.cfg.precision
