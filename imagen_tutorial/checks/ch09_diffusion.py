@@ -40,15 +40,22 @@ def _broadcast_error(error: BaseException, args: tuple) -> str | None:
 
 
 # ---------------------------------------------------------------- exercise 1: the forward process
+def level_cases(seed: int, specs: list[tuple[tuple[int, int], list[float]]]) -> list[tuple]:
+    """(images [b, 1, side, side] in [-1, 1], one level per image [b], noise like the images) for each
+    ((b, side), levels) of `specs`, drawn from one generator: the cases of the forward-process checks (chapter 09's
+    q_sample, chapter 10's noise augmentation)."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for (b, side), levels in specs:
+        x = torch.rand(b, 1, side, side, generator=g) * 2 - 1
+        cases.append((x, torch.tensor(levels), torch.randn(b, 1, side, side, generator=g)))
+    return cases
+
+
 def _q_cases() -> list[tuple]:
-    g = torch.Generator().manual_seed(0)
     # First a batch of 4 images of 4×4 pixels: there, α of shape [4] broadcasts silently along the columns
     # instead of failing, so that mistake is seen on a case before the ones where it raises.
-    cases = []
-    for (b, side), t in [((4, 4), [0.1, 0.35, 0.6, 0.9]), ((3, 5), [0.2, 0.5, 0.8]), ((2, 6), [0.05, 0.7])]:
-        x0 = torch.rand(b, 1, side, side, generator=g) * 2 - 1
-        cases.append((x0, torch.tensor(t), torch.randn(b, 1, side, side, generator=g)))
-    return cases
+    return level_cases(0, [((4, 4), [0.1, 0.35, 0.6, 0.9]), ((3, 5), [0.2, 0.5, 0.8]), ((2, 6), [0.05, 0.7])])
 
 
 def _q_mistake(a_power: int = 1, s_power: int = 1, swap: bool = False, one_noise: bool = False,

@@ -16,15 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import diffusion
+from .ch09_diffusion import _per_image, _q_columns, _q_mistake, level_cases
 from .core import compare, settle
 
 __all__ = ["check_noise_augment", "check_hand_off", "noise_augment", "hand_off"]
 
 SIZE = 28  # the SR stage's output side
-
-
-def _per_image(v: Tensor) -> Tensor:  # (B,) -> (B, 1, 1, 1)
-    return v.view(-1, 1, 1, 1)
 
 
 # ---------------------------------------------------------------- exercise 1: noise conditioning augmentation
@@ -35,33 +32,19 @@ def noise_augment(low: Tensor, aug: Tensor, noise: Tensor) -> tuple[Tensor, Tens
 
 
 def _augment_cases() -> list[tuple]:
-    g = torch.Generator().manual_seed(10)
-    cases = []
     # the first batch is 4 images of 4×4 pixels, where a level of shape [4] broadcasts silently along the columns
-    for (b, side), aug in [((4, 4), [0.0, 0.1, 0.3, 0.5]), ((3, 6), [0.2, 0.45, 0.05]), ((2, 8), [0.35, 0.15])]:
-        low = torch.rand(b, 1, side, side, generator=g) * 2 - 1
-        cases.append((low, torch.tensor(aug), torch.randn(b, 1, side, side, generator=g)))
-    return cases
+    return level_cases(10, [((4, 4), [0.0, 0.1, 0.3, 0.5]), ((3, 6), [0.2, 0.45, 0.05]), ((2, 8), [0.35, 0.15])])
 
 
 def _augment_mistake(mix: Callable[[Tensor, Tensor, Tensor], Tensor], level: Callable[[Tensor], Tensor] = lambda a: a):
+    """A wrong noise_augment: `mix(low, aug [B], noise)` for the image, `level(aug)` for the level told."""
     def wrong(low, aug, noise):
-        return mix(low, _per_image(aug), noise), level(aug)
+        return mix(low, aug, noise), level(aug)
     return wrong
 
 
-def _cosine(power: int = 1, swap: bool = False) -> Callable:
-    def mix(low, aug, noise):
-        alpha, sigma = diffusion.alpha_sigma(aug)
-        if swap:
-            alpha, sigma = sigma, alpha
-        return alpha**power * low + sigma**power * noise
-    return mix
-
-
-def _columns(low, aug, noise):
-    alpha, sigma = diffusion.alpha_sigma(aug)  # (B,) against (B, 1, H, W): lines up with the last axis
-    return alpha * low + sigma * noise, aug
+def _columns(low, aug, noise):  # α(aug), σ(aug) of shape [B] against [B, 1, H, W]: along the columns
+    return _q_columns(low, aug, noise), aug
 
 
 def check_noise_augment(learner: Callable | None) -> Callable:
@@ -69,21 +52,21 @@ def check_noise_augment(learner: Callable | None) -> Callable:
     mistakes = {
         "augmentation at the right levels, but the model is told level 0: it then takes the noise for detail of "
         "the image and copies it into the output; return aug itself as the level":
-            _augment_mistake(_cosine(), lambda a: torch.zeros_like(a)),
+            _augment_mistake(_q_mistake(), lambda a: torch.zeros_like(a)),
         "no augmentation at all (low returned as it is) while the model is told aug: apply the forward process, "
         "α(aug)·low + σ(aug)·noise": _augment_mistake(lambda low, a, n: low),
         "low + aug·noise: a different noise process from training's (it adds noise without shrinking the image, so "
         "the model sees inputs it never saw); use the forward process, α(aug)·low + σ(aug)·noise":
-            _augment_mistake(lambda low, a, n: low + a * n),
+            _augment_mistake(lambda low, a, n: low + _per_image(a, low) * n),
         "(1 − aug)·low + aug·noise: a straight-line mix, a different noise process from training's cosine "
         "schedule; use α(aug) = cos(π·aug/2), σ(aug) = sin(π·aug/2) (diffusion.alpha_sigma)":
-            _augment_mistake(lambda low, a, n: (1 - a) * low + a * n),
+            _augment_mistake(lambda low, a, n: (1 - _per_image(a, low)) * low + _per_image(a, low) * n),
         "α² and σ² instead of α and σ: those are the variances; the forward process is α(aug)·low + σ(aug)·noise":
-            _augment_mistake(_cosine(power=2)),
+            _augment_mistake(_q_mistake(a_power=2, s_power=2)),
         "α and σ swapped: σ(aug)·low + α(aug)·noise is almost pure noise at small levels — α goes with the image":
-            _augment_mistake(_cosine(swap=True)),
+            _augment_mistake(_q_mistake(swap=True)),
         "the level as 1 − aug: the model is told the level itself, the t of the forward process (0 = clean)":
-            _augment_mistake(_cosine(), lambda a: 1 - a),
+            _augment_mistake(_q_mistake(), lambda a: 1 - a),
         "α(aug) and σ(aug) of shape [B] broadcast along the image's last axis (its columns) instead of per image: "
         "reshape them to [B, 1, 1, 1] (alpha.view(-1, 1, 1, 1))": _columns,
     }
