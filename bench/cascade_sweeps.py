@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from imagen_tutorial import load_pretrained
-from imagen_tutorial.cascade import Cascade
+from imagen_tutorial.cascade import DEFAULT_GUIDANCE, Cascade
 from imagen_tutorial.diffusion import DEFAULT_THRESHOLD
 from imagen_tutorial.metrics import (
     captions_per_class,
@@ -33,7 +33,6 @@ from imagen_tutorial.metrics import (
     reference_features,
     sharpness,
 )
-from imagen_tutorial.pretrained import read_manifest
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="*", default=[10, 25, 50, 100])
     p.add_argument("--aug", type=float, nargs="*", default=[0.0, 0.1, 0.3, 0.5])
     p.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("BASE", "SR"),
-                   help="default: the manifest's best guidance for the cascade, else 3 1")
+                   help="default: the cascade's, cascade.DEFAULT_GUIDANCE (1.5 3)")
     p.add_argument("--threshold", default=DEFAULT_THRESHOLD,
                    help="'static' (the default), a dynamic-thresholding percentile such as 0.995, or 'none'")
     p.add_argument("--aug-steps", type=int, default=50, help="DDIM steps in the augmentation sweep")
@@ -59,12 +58,7 @@ def main() -> None:
         cascade = load_pretrained("cascade")
     judge = load_pretrained("classifier")
     reference = reference_features(judge, levels=16)
-    if args.guidance:
-        guidance = tuple(args.guidance)
-    else:  # the cascade's best guidance from its evaluation (bench/part2_evaluate.sh), else Imagen-like 3 and 1
-        best = read_manifest().get("cascade", {}).get("evaluation", {})
-        runs = [r for r in best.get("by_guidance", []) if r["guidance"] == best.get("best_guidance")]
-        guidance = (runs[0]["guidance"], runs[0]["sr_guidance"]) if runs else (3.0, 1.0)
+    guidance = tuple(args.guidance) if args.guidance else DEFAULT_GUIDANCE
     result = {"guidance": guidance, "threshold": threshold, "per_class": args.per_class,
               "threads": torch.get_num_threads(),
               "load_average": os.getloadavg()[0], "steps_sweep": [], "aug_sweep": []}
