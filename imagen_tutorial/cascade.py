@@ -32,9 +32,10 @@ def _pair(value, name: str) -> tuple:
 
 
 class Cascade(nn.Module):
-    """A 14×14 caption → image base model followed by a 14 → 28 super-resolution model."""
+    """A caption → image base model followed by a super-resolution model: 14×14 → 28×28 for single garments,
+    14×28 → 28×56 for Part III's scenes. `guidance` is what `generate` uses unless told otherwise."""
 
-    def __init__(self, base: Denoiser, sr: Denoiser) -> None:
+    def __init__(self, base: Denoiser, sr: Denoiser, guidance=DEFAULT_GUIDANCE) -> None:
         super().__init__()
         for stage, model, condition in (("base", base, "caption"), ("sr", sr, "caption_lowres")):
             if not isinstance(model, Denoiser):
@@ -43,10 +44,12 @@ class Cascade(nn.Module):
             if model.config.condition != condition:
                 raise ValueError(f"the cascade's {stage} stage must read condition={condition!r}; this model reads "
                                  f"{model.config.condition!r}")
-        if sr.config.cond_size != base.config.image_size:
-            raise ValueError(f"the SR stage reads {sr.config.cond_size}×{sr.config.cond_size} images but the base "
-                             f"draws {base.config.image_size}×{base.config.image_size}: pick matching stages")
-        self.base, self.sr = base, sr
+        if sr.config.cond_shape != base.config.image_shape or sr.config.vocabulary != base.config.vocabulary:
+            raise ValueError(f"the SR stage reads {'×'.join(map(str, sr.config.cond_shape))} images of "
+                             f"{sr.config.vocabulary!r} captions but the base draws "
+                             f"{'×'.join(map(str, base.config.image_shape))} images of {base.config.vocabulary!r} "
+                             f"captions: pick matching stages")
+        self.base, self.sr, self.guidance = base, sr, _pair(guidance, "guidance")
         self.config = sr.config  # the output's size and the levels it is judged at
 
     @classmethod
@@ -60,14 +63,15 @@ class Cascade(nn.Module):
         return self.base.num_params() + self.sr.num_params()
 
     @torch.no_grad()
-    def generate(self, captions: str | Sequence[str], guidance=DEFAULT_GUIDANCE, steps=(50, 50), aug_level: float = 0.2,
+    def generate(self, captions: str | Sequence[str], guidance=None, steps=(50, 50), aug_level: float = 0.2,
                  sampler="ddim", threshold=diffusion.DEFAULT_THRESHOLD, generator: torch.Generator | None = None,
                  return_lowres: bool = False, trajectory: list | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """Captions -> float images [B, 1, 28, 28] in [0, 1] (and the 14×14 stage [B, 1, 14, 14] with
+        """Captions -> float images [B, 1, H, W] in [0, 1] (and the base stage's [B, 1, H/2, W/2] with
         return_lowres). guidance, steps, sampler and threshold take one value for both stages or a (base, sr)
-        pair; aug_level is the SR stage's noise augmentation level (Imagen: 0.1–0.3). trajectory: a list that
+        pair (guidance=None: the cascade's own, `self.guidance`); aug_level is the SR stage's noise augmentation
+        level (Imagen: 0.1–0.3). trajectory: a list that
         receives (x_t, x̂₀) at every step of the base stage, then of the SR stage."""
-        guidance, steps = _pair(guidance, "guidance"), _pair(steps, "steps")
+        guidance, steps = _pair(self.guidance if guidance is None else guidance, "guidance"), _pair(steps, "steps")
         sampler, threshold = _pair(sampler, "sampler"), _pair(threshold, "threshold")
         low = self.base.generate(captions, steps=steps[0], guidance=guidance[0], sampler=sampler[0],
                                  threshold=threshold[0], generator=generator, trajectory=trajectory)

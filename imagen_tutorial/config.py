@@ -19,6 +19,8 @@ FAMILIES = ("autoregressive", "diffusion")
 FAMILY_CONDITIONS = {"autoregressive": ("caption", "lowres", "edges", "none"),
                      "diffusion": ("caption", "caption_lowres", "none")}
 PREDICTIONS = ("eps", "v")
+VOCABULARIES = ("classes", "scenes")
+TEXT_ENCODERS = ("cross", "pooled", "bow")
 
 
 def _fail(message: str) -> None:
@@ -208,6 +210,13 @@ class ModelConfig(_DictMixin):
     family: str = "autoregressive"
     prediction: str = "v"  # diffusion: what the network predicts, the noise ("eps") or v = α·ε − σ·x₀
     conv_head: bool = False  # diffusion: a 3×3 convolution after un-patchifying (smooths patch seams)
+    # Part III. aspect: the canvas is aspect × image_size wide (2: the two-slot scenes; cond_size scales alike);
+    # vocabulary: the caption grammar the tokenizer reads ("classes": one garment; "scenes": two-garment scenes);
+    # text_encoder: how the denoiser reads a caption, "cross" (a Transformer's sequence, by cross-attention, plus its
+    # pooled vector), "pooled" (only that pooled vector) or "bow" (a bag of words: the mean word embedding).
+    aspect: int = 1
+    vocabulary: str = "classes"
+    text_encoder: str = "cross"
 
     PIXEL_BINS: ClassVar[int] = 32  # pixel_condition: condition values in [0, 1] are binned this finely
     SPECS: ClassVar[dict[str, Spec]] = {
@@ -227,6 +236,9 @@ class ModelConfig(_DictMixin):
         "family": Spec(str, choices=FAMILIES),
         "prediction": Spec(str, choices=PREDICTIONS),
         "conv_head": Spec(bool),
+        "aspect": Spec(int, 1, 4, note="2 for the two-slot scenes; diffusion only"),
+        "vocabulary": Spec(str, choices=VOCABULARIES, note="scenes for the two-garment captions of Part III"),
+        "text_encoder": Spec(str, choices=TEXT_ENCODERS, note="cross is Imagen's; pooled and bow are ablations"),
     }
 
     def __post_init__(self) -> None:
@@ -247,6 +259,11 @@ class ModelConfig(_DictMixin):
             _fail(f"patch_size={self.patch_size} must divide the condition image side {side}")
         if self.pixel_condition and self.condition not in ("lowres", "edges"):
             _fail(f"pixel_condition=True needs an image condition (lowres or edges), not {self.condition!r}")
+        if self.aspect != 1 and self.family != "diffusion":
+            _fail(f"aspect={self.aspect} needs family='diffusion': the autoregressive model draws square images")
+        if self.text_encoder != "cross" and (self.family != "diffusion" or self.condition == "none"):
+            _fail(f"text_encoder={self.text_encoder!r} is for a caption-reading diffusion model; this one is "
+                  f"family={self.family!r}, condition={self.condition!r}: use text_encoder='cross'")
 
     @property
     def ff_width(self) -> int:
@@ -256,6 +273,16 @@ class ModelConfig(_DictMixin):
     def cond_image_size(self) -> int:
         """Side of the image the image encoder reads (lowres: cond_size; edges: image_size)."""
         return self.cond_size if self.condition in ("lowres", "caption_lowres") else self.image_size
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the images the model draws."""
+        return self.image_size, self.aspect * self.image_size
+
+    @property
+    def cond_shape(self) -> tuple[int, int]:
+        """(height, width) of the low-res image a super-resolution stage reads."""
+        return self.cond_size, self.aspect * self.cond_size
 
     @property
     def seq_len(self) -> int:
@@ -293,6 +320,7 @@ class TrainConfig(_DictMixin):
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (0.999 for diffusion); 0 = off
     aug_max: float = 0.5  # diffusion super-resolution: noise augmentation levels drawn from U(0, aug_max)
     init_from: str = ""  # start from these weights (a checkpoint file or a shipped name): fine-tuning; "" = random
+    data: str = "fashion-mnist"  # what to train on: single garments, or the two-garment scenes of Part III
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
@@ -326,6 +354,8 @@ class TrainConfig(_DictMixin):
         "aug_max": Spec(float, 0, 1),
         "init_from": Spec(str, note="a checkpoint file or a shipped name such as 'diffusion_sr'; '' starts from "
                                     "random weights"),
+        "data": Spec(str, choices=("fashion-mnist", "scenes"), note="scenes needs a model with vocabulary="
+                                                                      "'scenes' and aspect=2"),
         "progress": Spec(bool),
         "extra": Spec(dict),
     }

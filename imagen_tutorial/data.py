@@ -19,24 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .captions import CAPTION_TEMPLATES, CLASS_NAMES, NOUN_PHRASES, all_captions, make_caption  # noqa: F401
+from .text import Tokenizer
+
 _REPO_DATA = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"
 DATA_DIR = Path(os.environ.get("IMAGEN_TUTORIAL_DATA", _REPO_DATA))  # the folder with the four .gz files
-
-CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
-# How each class is named in a caption (a noun phrase with its article).
-NOUN_PHRASES = (
-    ("a t-shirt", "a top"),
-    ("a pair of trousers", "trousers"),
-    ("a pullover", "a sweater"),
-    ("a dress",),
-    ("a coat", "a jacket"),
-    ("a sandal",),
-    ("a shirt",),
-    ("a sneaker", "a trainer"),
-    ("a bag", "a handbag"),
-    ("an ankle boot", "a boot"),
-)
-CAPTION_TEMPLATES = ("a photo of {}", "a picture of {}", "a drawing of {}", "{}")
 
 # sha256 of the *decompressed* official files (Debian recompressed the .gz, so only these are canonical).
 RAW_SHA256 = {
@@ -145,26 +132,6 @@ def dequantize(q: Tensor, levels: int) -> Tensor:
     return (q.float() + 0.5) / levels
 
 
-# ---------------------------------------------------------------- captions
-def make_caption(label: int, template: int = 0, name: int = 0) -> str:
-    """A caption for class `label`: template 0 and the first name give e.g. "a photo of an ankle boot"."""
-    from .config import check_value
-
-    if isinstance(label, Tensor) and label.numel() == 1 and not label.is_floating_point():
-        label = label.item()  # a label read from a LongTensor of labels
-    label = check_value("label", label, int, note=f"a Fashion-MNIST class, 0..9: {', '.join(CLASS_NAMES)}")
-    if not 0 <= label < len(CLASS_NAMES):
-        raise ValueError(f"label={label} is not a Fashion-MNIST class: use 0..9 ({', '.join(CLASS_NAMES)})")
-    names = NOUN_PHRASES[int(label)]
-    return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)].format(names[name % len(names)])
-
-
-def all_captions(label: int) -> list[str]:
-    """Every caption the training loop may draw for class `label` (templates × names)."""
-    n_names = len(NOUN_PHRASES[int(label)])
-    return [make_caption(label, t, n) for t in range(len(CAPTION_TEMPLATES)) for n in range(n_names)]
-
-
 # ---------------------------------------------------------------- augmentation and conditions
 def augment(images: Tensor, crop_padding: int = 2, hflip: float = 0.5) -> Tensor:
     """Random crop after zero padding and random horizontal flip, drawn per image from torch's global RNG.
@@ -212,11 +179,13 @@ def image_condition(images: Tensor, condition: str, cond_size: int = 7) -> Tenso
     raise ValueError(f"condition={condition!r} is not an image condition: use 'lowres' or 'edges'")
 
 
-def resize(images: Tensor, size: int) -> Tensor:
-    """Area-resize uint8 images [B, H, W] to [B, size, size] (for configs smaller than 28×28)."""
-    if images.shape[-1] == size:
+def resize(images: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Area-resize uint8 images [B, H, W] to [B, size, size] (or [B, *size] for a (height, width) pair): for
+    configs smaller than 28×28, and the 14×28 base stage of the scenes."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) == size:
         return images
-    return F.interpolate(images[:, None].float(), size=(size, size), mode="area").round().to(torch.uint8)[:, 0]
+    return F.interpolate(images[:, None].float(), size=size, mode="area").round().to(torch.uint8)[:, 0]
 
 
 def build_condition(condition: str, images: Tensor, labels: Tensor, cond_size: int = 7) -> Tensor | None:
@@ -225,7 +194,5 @@ def build_condition(condition: str, images: Tensor, labels: Tensor, cond_size: i
     if condition == "none":
         return None
     if condition == "caption":
-        from .text import Tokenizer
-
         return Tokenizer().encode([make_caption(int(label)) for label in labels])
     return image_condition(images, condition, cond_size)

@@ -4,7 +4,8 @@ A noisy image is cut into patches (the `ImageEncoder` idea); one extra token car
 caption (as Imagen adds its pooled text vector to the time embedding) and, for super-resolution, the noise
 augmentation level. Non-causal `DecoderBlock`s read the caption by cross-attention, and long skips join each
 shallow block to its deep mirror (Bao et al. 2023). The super-resolution stage also reads the low-res image,
-upsampled and concatenated to x_t as a second channel, as Imagen and SR3 do.
+upsampled and concatenated to x_t as a second channel, as Imagen and SR3 do. The canvas may be wider than tall
+(Part III's two-slot scenes, `config.aspect`), and `config.text_encoder` swaps how the caption is read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from . import diffusion
 from .blocks import DecoderBlock
 from .config import ModelConfig, check_value
-from .encoder import TextEncoder, drop_captions
+from .encoder import BagOfWords, TextEncoder, drop_captions
 from .model import ImageTransformer
 from .text import Tokenizer
 
@@ -41,22 +42,24 @@ class Denoiser(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.tokenizer = Tokenizer()
+        self.tokenizer = Tokenizer(c.vocabulary)
         self.reads_caption = c.condition in ("caption", "caption_lowres")
         self.reads_lowres = c.condition == "caption_lowres"
+        self.cross = self.reads_caption and c.text_encoder == "cross"  # the blocks cross-attend to the words
         d, p, in_ch = c.d_model, c.patch_size, 2 if self.reads_lowres else 1
-        self.side = c.image_size // p
+        self.grid = (c.image_shape[0] // p, c.image_shape[1] // p)  # patches down and across
         self.patch_emb = nn.Conv2d(in_ch, d, kernel_size=p, stride=p)  # one Linear per patch
-        self.pos_emb = nn.Parameter(torch.randn(1 + self.side**2, d) * 0.02)  # the time token, then the patches
+        self.pos_emb = nn.Parameter(torch.randn(self.tokens_per_image, d) * 0.02)  # the time token, the patches
         self.time_mlp = _mlp(d)
         self.aug_mlp = _mlp(d) if self.reads_lowres else None
-        if self.reads_caption:
-            self.encoder = TextEncoder(self.tokenizer.vocab_size, c.max_caption_len, d, c.n_heads, c.n_enc_layers,
-                                       c.ff_width, c.dropout, self.tokenizer.pad_id)
+        if self.reads_caption:  # bow: a bag of words; pooled and cross: the course's Transformer encoder
+            vocab, pad = self.tokenizer.vocab_size, self.tokenizer.pad_id
+            self.encoder = BagOfWords(vocab, d, pad) if c.text_encoder == "bow" else TextEncoder(
+                vocab, c.max_caption_len, d, c.n_heads, c.n_enc_layers, c.ff_width, c.dropout, pad)
             self.pool = nn.Linear(d, d)
 
         def block() -> DecoderBlock:
-            return DecoderBlock(d, c.n_heads, c.ff_width, c.dropout, cross=self.reads_caption, causal=False)
+            return DecoderBlock(d, c.n_heads, c.ff_width, c.dropout, cross=self.cross, causal=False)
         half = c.n_layers // 2
         self.in_blocks = nn.ModuleList(block() for _ in range(half))
         self.mid_blocks = nn.ModuleList(block() for _ in range(c.n_layers - 2 * half))
@@ -79,17 +82,18 @@ class Denoiser(nn.Module):
     @property
     def tokens_per_image(self) -> int:
         """The sequence the blocks read: the time token and one token per patch."""
-        return 1 + self.side**2
+        return 1 + self.grid[0] * self.grid[1]
 
     def encode(self, tokens: Tensor | None, drop: Tensor | None = None):
         """Caption tokens [B, S] -> (memory [B, S, d], mask [B, S], pooled [B, d]); rows with drop get the empty
-        caption. (None, None, None) for an unconditional model."""
+        caption. (None, None, None) for an unconditional model; memory and mask are None unless the blocks
+        cross-attend (text_encoder "pooled" and "bow" pass only the pooled vector)."""
         if not self.reads_caption:
             return None, None, None
         memory, mask = self.encoder(drop_captions(tokens, drop, self.tokenizer.pad_id, self.tokenizer.bos_id))
         weights = mask.unsqueeze(-1).to(memory.dtype)
         pooled = (memory * weights).sum(1) / weights.sum(1)  # the mean over real tokens
-        return memory, mask, pooled
+        return (memory, mask, pooled) if self.cross else (None, None, pooled)
 
     def denoise(self, x_t: Tensor, t: Tensor, memory=None, mask=None, pooled=None, lowres=None, aug_level=None):
         """The network with the caption already encoded (sampling encodes it once for all steps)."""
@@ -111,9 +115,10 @@ class Denoiser(nn.Module):
             x = blk(x, memory, mask)
         for blk, skip in zip(self.out_blocks, self.skips, strict=True):
             x = blk(skip(torch.cat([x, skips.pop()], dim=-1)), memory, mask)
-        p, s = self.config.patch_size, self.side
+        p, (rows, cols) = self.config.patch_size, self.grid
         out = self.head(self.ln(x[:, 1:]))  # (B, N, p*p*C)
-        out = out.view(B, s, s, self.out_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, self.out_ch, s * p, s * p)
+        out = out.view(B, rows, cols, self.out_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(
+            B, self.out_ch, rows * p, cols * p)
         return self.conv(torch.cat([out, inp], dim=1)) if self.conv is not None else out
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, drop: Tensor | None = None,
@@ -123,7 +128,7 @@ class Denoiser(nn.Module):
 
     def flops_per_image(self, cond_len: int = 0, training: bool = True) -> float:
         """Matmul FLOPs for one image (2 per multiply-add; ×3 for forward + backward), as for ImageTransformer."""
-        c, T, S = self.config, 1 + self.side**2, cond_len if self.reads_caption else 0
+        c, T, S = self.config, self.tokens_per_image, cond_len if self.cross else 0
         d, f = c.d_model, c.ff_width
         layer = T * (4 * d * d + 2 * d * f) + 2 * T * T * d + (S > 0) * (2 * d * d * (T + S) + 2 * T * S * d)
         enc = c.n_enc_layers * (S * (4 * d * d + 2 * d * f) + 2 * S * S * d)
@@ -149,11 +154,11 @@ class Denoiser(nn.Module):
             raise ValueError(f"{captions.size(0)} captions for {batch} images: give one caption per image")
         return captions.to(self.device)
 
-    def check_image(self, x: Tensor, side: int, what: str) -> Tensor:
-        """A float image batch [B, 1, side, side] in [0, 1] with no NaN, or a ValueError that says what is wrong."""
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1:] != (1, side, side):
-            shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{what} must be a float tensor [B, 1, {side}, {side}] in [0, 1]; got {shape}")
+    def check_image(self, x: Tensor, shape: tuple[int, int], what: str) -> Tensor:
+        """A float image batch [B, 1, H, W] in [0, 1] with no NaN, or a ValueError that says what is wrong."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1:] != (1, *shape):
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{what} must be a float tensor [B, 1, {shape[0]}, {shape[1]}] in [0, 1]; got {got}")
         if not x.is_floating_point():
             raise ValueError(f"{what} must be floats in [0, 1], got {x.dtype}: scale uint8 images by 1/255")
         if not torch.isfinite(x).all():
@@ -165,7 +170,7 @@ class Denoiser(nn.Module):
     def lowres_input(self, lowres: Tensor, aug_level: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The SR stage's second channel: the low-res image [B, 1, s, s] in [0, 1], mapped to [-1, 1], upsampled
         (bilinear) to the output size and noise-augmented at `aug_level` [B] by the forward process."""
-        up = F.interpolate(2 * lowres - 1, size=self.config.image_size, mode="bilinear", align_corners=False)
+        up = F.interpolate(2 * lowres - 1, size=self.config.image_shape, mode="bilinear", align_corners=False)
         return diffusion.noise_augment(up, aug_level, generator)
 
     def loss(self, images: Tensor, cond=None, drop: Tensor | None = None, lowres: Tensor | None = None,
@@ -177,7 +182,7 @@ class Denoiser(nn.Module):
         extra = {"cond": cond, "drop": drop}
         if self.reads_lowres:
             if lowres is None:
-                lowres = F.interpolate(images, size=self.config.cond_size, mode="area")
+                lowres = F.interpolate(images, size=self.config.cond_shape, mode="area")
             aug = torch.rand(images.size(0), device=images.device) * aug_max
             extra.update(lowres=self.lowres_input(lowres, aug), aug_level=aug)
         return diffusion.diffusion_loss(net or self, x0, self.config.prediction, **extra)
@@ -207,9 +212,9 @@ class Denoiser(nn.Module):
         cond_kw = {}
         if self.reads_lowres:
             if lowres is None:
-                raise ValueError(f"the super-resolution stage needs lowres=[B, 1, {c.cond_size}, {c.cond_size}] "
-                                 f"images in [0, 1] (e.g. the base model's samples)")
-            lowres = self.check_image(lowres, c.cond_size, "lowres")
+                raise ValueError(f"the super-resolution stage needs lowres=[B, 1, {c.cond_shape[0]}, "
+                                 f"{c.cond_shape[1]}] images in [0, 1] (e.g. the base model's samples)")
+            lowres = self.check_image(lowres, c.cond_shape, "lowres")
             level = torch.full((B,), float(aug_level), device=self.device)
             cond_kw = {"lowres": self.lowres_input(lowres, level, generator), "aug_level": level}
         elif lowres is not None:
@@ -217,13 +222,13 @@ class Denoiser(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            memory, mask, pooled = self.encode(tokens)
-            guided = guidance != 1.0 and memory is not None
+            encoded = self.encode(tokens)
+            guided = guidance != 1.0 and self.reads_caption
             if guided:  # conditional and unconditional rows as one batch of 2B
-                mem_u, mask_u, pooled_u = self.encode(tokens, torch.ones(B, dtype=torch.bool, device=self.device))
-                memory, mask = torch.cat([memory, mem_u]), torch.cat([mask, mask_u])
-                pooled = torch.cat([pooled, pooled_u])
+                empty = self.encode(tokens, torch.ones(B, dtype=torch.bool, device=self.device))
+                encoded = [None if a is None else torch.cat([a, b]) for a, b in zip(encoded, empty, strict=True)]
                 cond_kw = {k: torch.cat([v, v]) for k, v in cond_kw.items()}
+            memory, mask, pooled = encoded
 
             def denoise(x: Tensor, t: Tensor) -> Tensor:
                 if not guided:
@@ -231,7 +236,7 @@ class Denoiser(nn.Module):
                 pred = self.denoise(torch.cat([x, x]), torch.cat([t, t]), memory, mask, pooled, **cond_kw)
                 return diffusion.guided_prediction(*pred.chunk(2), guidance)
 
-            x = diffusion.sample_loop(denoise, (B, 1, c.image_size, c.image_size), c.prediction, steps, sampler,
+            x = diffusion.sample_loop(denoise, (B, 1, *c.image_shape), c.prediction, steps, sampler,
                                       threshold, generator, self.device, trajectory)
         finally:
             self.train(was_training)

@@ -44,6 +44,22 @@ class TextEncoder(nn.Module):
         return self.ln(x), mask
 
 
+class BagOfWords(nn.Module):
+    """Token ids [B, S] -> word embeddings [B, S, d] with no positions and no mixing, and the mask [B, S] of real
+    tokens. The ids are sorted first: the same words in any order give identical outputs, which is all a bag of
+    words can know ("a bag to the left of a sneaker" is "a sneaker to the left of a bag")."""
+
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int = 0) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.token_emb = nn.Embedding(vocab_size, d_model)
+        self.ln = nn.LayerNorm(d_model)
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        tokens = tokens.sort(dim=1).values  # the bag: word order thrown away
+        return self.ln(self.token_emb(tokens)), tokens != self.pad_id
+
+
 class ImageEncoder(nn.Module):
     """Float image [B, 1, s, s] in [0, 1] -> memory [B, (s/p)², d]: one token per p×p patch."""
 

@@ -389,17 +389,20 @@ def evaluate_super_resolution(sr, judge: Judge, n: int = 500, seed: int = 0, lev
 
 
 @torch.no_grad()
-def diffusion_test_loss(model, images: Tensor, labels: Tensor, seed: int = 0, aug_max: float = 0.5,
+def diffusion_test_loss(model, images: Tensor, labels: Tensor | list[str], seed: int = 0, aug_max: float = 0.5,
                         batch_size: int = 250) -> float:
-    """A diffusion model's mean training loss on uint8 test images [N, H, W] with their canonical captions, at
-    noise and t drawn from `seed` (the global RNG is left as it was): the figure training logs as test_loss."""
+    """A diffusion model's mean training loss on uint8 test images [N, H, W] with their canonical captions (from
+    `labels` [N]; or the N captions themselves, as for scenes), at noise and t drawn from `seed` (the global RNG is
+    left as it was): the figure training logs as test_loss."""
     device = next(model.parameters()).device
-    x = to_float(resize(images, model.config.image_size))
+    x = to_float(resize(images, model.config.image_shape))
+    if isinstance(labels, Tensor):
+        labels = [all_captions(int(k))[0] for k in labels]
     total = torch.zeros((), device=device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             part = slice(start, start + batch_size)
-            captions = [all_captions(int(k))[0] for k in labels[part]] if model.reads_caption else None
+            captions = labels[part] if model.reads_caption else None
             total += model.loss(x[part].to(device), model.prepare_captions(captions), aug_max=aug_max) * len(x[part])
     return (total / len(x)).item()

@@ -1,6 +1,7 @@
-"""A word-level tokenizer over the course's small, fixed caption vocabulary.
+"""A word-level tokenizer over the course's small, fixed caption vocabularies.
 
-The vocabulary is every word of the caption templates and class names in `data.py`, plus `<pad>` and `<bos>`.
+A vocabulary is every word of one caption grammar in `captions.py` ("classes": Part I and II's single-garment
+captions; "scenes": Part III's two-garment scenes), plus `<pad>` and `<bos>`.
 Every encoded caption starts with `<bos>`, so even the empty caption "" (the unconditional one used by
 classifier-free guidance) has one real token for attention to look at.
 """
@@ -8,30 +9,22 @@ classifier-free guidance) has one real token for attention to look at.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .data import CAPTION_TEMPLATES, NOUN_PHRASES
+from .captions import parse_scene, split_words, vocabulary
 
 PAD, BOS = "<pad>", "<bos>"
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case words; ASCII punctuation other than the hyphen in "t-shirt" is dropped. Any other character
-    stays in its word, so a word in another script is reported as unknown instead of silently vanishing."""
-    return re.sub(r"[!-,./:-@\[-`{-~]", " ", text.lower()).split()
 
 
 class Tokenizer:
     """Maps captions to LongTensor ids [B, S] (padded with <pad>=0, each row starting with <bos>=1) and back."""
 
-    def __init__(self) -> None:
-        words = {w for t in CAPTION_TEMPLATES for w in split_words(t.format(""))}
-        words |= {w for names in NOUN_PHRASES for name in names for w in split_words(name)}
-        self.vocab: list[str] = [PAD, BOS] + sorted(words)
+    def __init__(self, grammar: str = "classes") -> None:
+        self.grammar = grammar
+        self.vocab: list[str] = [PAD, BOS] + vocabulary(grammar)
         self.ids = {w: i for i, w in enumerate(self.vocab)}
         self.pad_id, self.bos_id = self.ids[PAD], self.ids[BOS]
 
@@ -40,6 +33,8 @@ class Tokenizer:
         return len(self.vocab)
 
     def _ids(self, text: str) -> list[int]:
+        if self.grammar == "scenes" and text.strip():
+            parse_scene(text)  # words in the vocabulary are not enough: the caption must follow the grammar
         ids = [self.bos_id]
         for word in split_words(text):
             if word not in self.ids:

@@ -44,7 +44,9 @@ from .data import (
     resize,
     to_float,
 )
+from .grader import GRID_TWINS, twin_probe
 from .metrics import dataset_bits_per_dim, diffusion_test_loss
+from .scenes import Wardrobe
 from .viz import save_grid
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense
@@ -59,7 +61,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 # On resume these fix which images each step reads, so the resumed run could not be the same run.
-FIXED_ON_RESUME = ("batch_size", "accum_steps", "seed", "train_images")
+FIXED_ON_RESUME = ("batch_size", "accum_steps", "seed", "train_images", "data")
 # On resume these are applied to the optimizer and the LR schedule from the resumed step on.
 SCHEDULE_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "steps", "weight_decay", "betas", "schedule", "max_minutes")
 
@@ -158,6 +160,42 @@ class BatchStream:
         self.epoch, self.pos, self._perm = state["epoch"], state["pos"], None
 
 
+class SceneStream:
+    """Two-garment scenes (Part III), a batch per call, drawn from a generator seeded by (seed, count, rank): the
+    position is one count, so a resumed run draws exactly the scenes the straight run would have drawn."""
+
+    def __init__(self, wardrobe, batch: int, seed: int, rank: int = 0) -> None:
+        self.wardrobe, self.batch, self.seed, self.rank, self.count = wardrobe, batch, seed, rank, 0
+
+    def next(self) -> tuple[torch.Tensor, list[str]]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.count) * 1024 + self.rank)
+        self.count += 1
+        return self.wardrobe.batch(self.batch, generator)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"]
+
+
+def check_data(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """The training data must be what the model reads: scenes for a scenes model (vocabulary 'scenes', a two-slot
+    canvas, diffusion), single garments for every other; no flips or crops of scenes (a flip swaps left and right)."""
+    scenes_model = model_cfg.vocabulary == "scenes"
+    if (cfg.data == "scenes") != scenes_model:
+        raise ValueError(f"data={cfg.data!r} but the model's vocabulary is {model_cfg.vocabulary!r}: train a model "
+                         f"with vocabulary='scenes' (and aspect=2) on data='scenes', any other on 'fashion-mnist'")
+    if scenes_model and (model_cfg.family != "diffusion" or model_cfg.aspect != 2 or model_cfg.condition == "none"):
+        raise ValueError(f"data='scenes' trains a caption-reading diffusion model on a two-slot canvas: set family="
+                         f"'diffusion', aspect=2 and condition 'caption' or 'caption_lowres' (got "
+                         f"{model_cfg.family!r}, "
+                         f"aspect={model_cfg.aspect}, {model_cfg.condition!r})")
+    if scenes_model and (cfg.hflip or cfg.crop_padding):
+        raise ValueError("hflip and crop_padding do not apply to scenes: a flip would swap left and right. Set both "
+                         "to 0")
+
+
 class Trainer:
     """Build everything from two configs and an output folder; `run()` trains, `train_step()` does one step."""
 
@@ -181,6 +219,7 @@ class Trainer:
                              f"{self.world} × {cfg.accum_steps}")
         self.micro_batch = cfg.batch_size // (self.world * cfg.accum_steps)
 
+        check_data(model_cfg, cfg)
         torch.manual_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(model_cfg).to(self.device)
         if cfg.init_from and not resume:  # fine-tuning: the weights of another run, then this run's schedule
@@ -200,16 +239,21 @@ class Trainer:
         images, labels = data if data is not None else load_fashion_mnist("train")
         if cfg.train_images:
             images, labels = images[: cfg.train_images], labels[: cfg.train_images]
-        self.images, self.labels = resize(images, model_cfg.image_size), labels
         self.test = None  # loaded on first evaluation
-        self.batches = BatchStream(len(self.images), self.micro_batch, cfg.seed, self.rank, self.world)
-        if model_cfg.condition in ("caption", "caption_lowres"):  # every caption of every class, once: [10, V, S]
+        self.scenes = cfg.data == "scenes"
+        if self.scenes:  # each step draws new scenes from the garments; each caption is tokenized as drawn
+            self.batches = SceneStream(Wardrobe(images, labels), self.micro_batch, cfg.seed, self.rank)
+        else:
+            self.images, self.labels = resize(images, model_cfg.image_size), labels
+            self.batches = BatchStream(len(self.images), self.micro_batch, cfg.seed, self.rank, self.world)
+        if model_cfg.condition in ("caption", "caption_lowres") and not self.scenes:  # every caption of every
+            # class, once: [10, V, S]
             captions = [all_captions(c) for c in range(len(NOUN_PHRASES))]
             n = max(len(c) for c in captions)
             table = self.model.tokenizer.encode([caps[i % len(caps)] for caps in captions for i in range(n)])
             self.caption_table = table.view(len(captions), n, -1)
             self.caption_counts = torch.tensor([len(c) for c in captions])
-        self.step, self.elapsed = 0, 0.0
+        self.step, self.elapsed, self.eval_figures = 0, 0.0, {}
         torch.manual_seed(cfg.seed + 1 + self.rank)  # per-process randomness for dropout and augmentation
         if resume:
             self.load(self.out / "checkpoint.pt")
@@ -251,22 +295,23 @@ class Trainer:
         """(images, condition, drop [b]) for one micro-batch, on the device: images are levels [b, H, W] for the
         autoregressive family and floats [b, 1, H, W] in [0, 1] for diffusion (whose SR stage makes its
         low-res input from them)."""
-        idx = self.batches.next()
-        raw, labels = self.images[idx], self.labels[idx]
-        if self.cfg.crop_padding or self.cfg.hflip:
-            raw = augment(raw, self.cfg.crop_padding, self.cfg.hflip)
-        cond = drop = None
-        condition = self.model_cfg.condition
-        if condition == "caption":
-            choice = (torch.rand(len(idx)) * self.caption_counts[labels]).long()
-            cond = self.caption_table[labels, choice]
-        elif condition == "caption_lowres":  # diffusion SR: the caption; the low-res image comes from the target
-            choice = (torch.rand(len(idx)) * self.caption_counts[labels]).long()
-            cond = self.caption_table[labels, choice]
-        elif condition != "none":
-            cond = image_condition(raw, condition, self.model_cfg.cond_size)
+        condition, cond, drop = self.model_cfg.condition, None, None
+        if self.scenes:  # this step's scenes and their captions
+            raw, captions = self.batches.next()
+            raw = resize(raw, self.model_cfg.image_shape)
+            cond = self.model.tokenizer.encode(captions, max_len=self.model_cfg.max_caption_len)
+        else:
+            idx = self.batches.next()
+            raw, labels = self.images[idx], self.labels[idx]
+            if self.cfg.crop_padding or self.cfg.hflip:
+                raw = augment(raw, self.cfg.crop_padding, self.cfg.hflip)
+            if condition in ("caption", "caption_lowres"):  # diffusion SR: the low-res image comes from the target
+                choice = (torch.rand(len(idx)) * self.caption_counts[labels]).long()
+                cond = self.caption_table[labels, choice]
+            elif condition != "none":
+                cond = image_condition(raw, condition, self.model_cfg.cond_size)
         if condition != "none":
-            drop = (torch.rand(len(idx)) < self.cfg.cond_dropout).to(self.device)
+            drop = (torch.rand(len(raw)) < self.cfg.cond_dropout).to(self.device)
             cond = cond.to(self.device, non_blocking=True)
         if self.diffusion:
             return to_float(raw).to(self.device, non_blocking=True), cond, drop
@@ -304,10 +349,12 @@ class Trainer:
     # ------------------------------------------------------------ evaluation, checkpoints, logging
     def evaluate(self) -> float:
         """Test bits/dim (diffusion: the test loss, with the EMA weights) on the first cfg.eval_images official
-        test images; writes a sample grid."""
+        test images (scenes: cfg.eval_images test scenes drawn from the seed); writes a sample grid."""
         if self.test is None:
             images, labels = load_fashion_mnist("test")
-            self.test = images[: self.cfg.eval_images], labels[: self.cfg.eval_images]
+            self.test = Wardrobe(images, labels).batch(
+                self.cfg.eval_images, torch.Generator().manual_seed(self.cfg.seed), train=False) if self.scenes \
+                else (images[: self.cfg.eval_images], labels[: self.cfg.eval_images])
         if self.diffusion:
             return self.evaluate_diffusion()
         bpd = dataset_bits_per_dim(self.model, *self.test).mean().item()
@@ -326,21 +373,28 @@ class Trainer:
     @torch.no_grad()
     def evaluate_diffusion(self) -> float:
         """The test loss at fixed noise (seeded; the training RNG is left alone) and a grid of 10 samples, one per
-        class (DDIM, 25 steps, guidance 3), both with the EMA weights when there are any."""
+        class (DDIM, 25 steps, guidance 3), both with the EMA weights when there are any. A scenes base stage also
+        grades swapped twins (grader.twin_probe: the loss does not show whether order is learned) into
+        self.eval_figures, which the log row of the evaluation carries."""
         model, c = self.ema or self.model, self.model_cfg
-        images = to_float(resize(self.test[0], c.image_size))
+        images = to_float(resize(self.test[0], c.image_shape))
         was_training = model.training
         model.eval()
         loss = diffusion_test_loss(model, self.test[0], self.test[1], self.cfg.seed, self.cfg.aug_max)
         generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
         captions = [all_captions(k)[0] for k in range(10)] if model.reads_caption else None
+        if self.scenes:  # five captions, each beside its swapped twin
+            captions = [s.caption for pair in GRID_TWINS for s in (pair, pair.twin())]
         lowres = None
         if model.reads_lowres:  # the first 10 test images, downsampled, with their captions
-            captions = [all_captions(int(k))[0] for k in self.test[1][:10]]
-            lowres = torch.nn.functional.interpolate(images[:10], size=c.cond_size, mode="area")
+            captions = self.test[1][:10] if self.scenes else [all_captions(int(k))[0] for k in self.test[1][:10]]
+            lowres = torch.nn.functional.interpolate(images[:10], size=c.cond_shape, mode="area")
         samples = model.generate(captions, lowres=lowres, steps=25, guidance=3.0 if captions else 1.0,
                                  generator=generator, batch_size=10)
-        save_grid(quantize(samples[:, 0].cpu(), c.levels), c.levels, self.out / f"samples_{self.step:06d}.png")
+        nrow = 2 if self.scenes else 10
+        save_grid(quantize(samples[:, 0].cpu(), c.levels), c.levels, self.out / f"samples_{self.step:06d}.png", nrow)
+        if self.scenes and not model.reads_lowres:
+            self.eval_figures = twin_probe(model, seed=self.cfg.seed)
         model.train(was_training)
         return loss
 
@@ -585,7 +639,7 @@ class Trainer:
             if evaluate and self.rank == 0:
                 key = "test_loss" if self.diffusion else "test_bpd"
                 summary[key] = self.evaluate()
-                self.log({"step": self.step, key: summary[key]})
+                self.log({"step": self.step, key: summary[key], **self.eval_figures})
                 mark, mark_step = time.perf_counter(), self.step  # evaluation time is not training throughput
             if self.step % cfg.ckpt_every == 0 or done or save_due:
                 self.save()

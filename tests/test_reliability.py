@@ -244,8 +244,8 @@ def test_resume_applies_a_lower_lr_and_records_it(tmp_path, train_slice, capsys)
 
 def test_resume_refuses_fields_that_fix_the_data_order(tmp_path, train_slice):
     _trainer(tmp_path, train_slice).save()
-    with pytest.raises(ValueError, match=r"cannot continue with another batch_size, accum_steps, seed, train_images "
-                                         r"\(batch_size=16 in the checkpoint but 32 here\).*train into a new --out"):
+    with pytest.raises(ValueError, match=r"cannot continue with another batch_size, accum_steps, seed, train_images, "
+                                         r"data \(batch_size=16 in the checkpoint but 32 here\).*into a new --out"):
         _trainer(tmp_path, train_slice, resume=True, batch_size=32)
 
 

@@ -1,0 +1,275 @@
+"""Part III: the scenes grammar, rendering, held-out combinations, the grader's rules, the text-encoder switch and a
+scenes run of the Trainer on a non-square canvas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from imagen_tutorial import ModelConfig, Tokenizer
+from imagen_tutorial.captions import (
+    CATEGORIES,
+    FORMS,
+    HELD_OUT_ATTRIBUTES,
+    HELD_OUT_PAIRS,
+    Garment,
+    Scene,
+    parse_scene,
+    scene_captions,
+    vocabulary,
+)
+from imagen_tutorial.checkpoint import load_checkpoint
+from imagen_tutorial.config import TrainConfig
+from imagen_tutorial.denoiser import Denoiser
+from imagen_tutorial.grader import Reading, detect, evaluation_set, grade, real_scenes, score, to_slots, verdict
+from imagen_tutorial.scenes import DARK, SLOT, SMALL, Wardrobe, draw_category, draw_scene, dress
+from imagen_tutorial.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def wardrobe(train_slice):
+    return Wardrobe(*train_slice)
+
+
+def tiny_scenes_denoiser(text_encoder: str = "cross", condition: str = "caption", seed: int = 0) -> Denoiser:
+    values = dict(family="diffusion", image_size=4, aspect=2, vocabulary="scenes", max_caption_len=17,
+                  text_encoder=text_encoder, condition=condition, d_model=32, n_heads=4, n_layers=3, n_enc_layers=1,
+                  patch_size=2)
+    if condition == "caption_lowres":
+        values.update(image_size=8, cond_size=4)
+    torch.manual_seed(seed)
+    model = Denoiser(ModelConfig(**values)).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    return model
+
+
+# ---------------------------------------------------------------- the grammar
+@pytest.mark.parametrize("caption, form, garments", [
+    ("an ankle boot", "alone", [Garment(9)]),
+    ("a dark ankle boot on the left", "on the left", [Garment(9, dark=True)]),
+    ("a small sandal on the right", "on the right", [Garment(5, small=True)]),
+    ("a dark small bag and a pair of trousers", "and", [Garment(8, True, True), Garment(1)]),
+    ("A bag to the left of a sneaker.", "left of", [Garment(8), Garment(7)]),
+    ("an ankle boot to the right of a dark dress", "right of", [Garment(9), Garment(3, dark=True)]),
+    ("two pairs of trousers", "two", [Garment(1), Garment(1)]),
+    ("two dresses", "two", [Garment(3), Garment(3)]),
+])
+def test_grammar_parses_every_form(caption, form, garments):
+    scene = parse_scene(caption)
+    assert scene == Scene(form, tuple(garments))
+    assert scene.caption == " ".join(caption.lower().rstrip(".").split())
+
+
+def test_every_caption_of_the_grammar_round_trips_and_fits_the_scenes_vocabulary():
+    captions = scene_captions()
+    assert set(FORMS) == {s.form for s in captions.values()}
+    words = set(vocabulary("scenes"))
+    for caption, scene in captions.items():
+        assert scene.caption == caption and set(caption.split()) <= words
+    assert max(len(c.split()) for c in captions) + 1 == 17  # the scenes configs' max_caption_len
+
+
+@pytest.mark.parametrize("caption, closest", [
+    ("a bag left of a sneaker", "a bag to the left of a sneaker"),
+    ("a ankle boot", "an ankle boot"),
+    ("two bag", "two bags"),
+    ("a small dark bag", "a dark small bag"),
+])
+def test_captions_outside_the_grammar_show_the_grammar_and_the_closest_caption(caption, closest):
+    with pytest.raises(ValueError, match=rf"closest valid caption is '{closest}'.*\nOBJ +:= a\|an \[dark\] \[small\]"):
+        parse_scene(caption)
+    with pytest.raises(ValueError, match="not in the scenes grammar"):
+        Tokenizer("scenes").encode([caption])
+
+
+def test_the_class_vocabulary_and_its_token_ids_are_unchanged():
+    assert Tokenizer().vocab == ["<pad>", "<bos>", "a", "an", "ankle", "bag", "boot", "coat", "drawing", "dress",
+                                 "handbag", "jacket", "of", "pair", "photo", "picture", "pullover", "sandal", "shirt",
+                                 "sneaker", "sweater", "t-shirt", "top", "trainer", "trousers"]
+
+
+@pytest.mark.parametrize("caption, twin", [
+    ("a bag to the left of a sneaker", "a sneaker to the left of a bag"),
+    ("a dark bag to the left of a sneaker", "a bag to the left of a dark sneaker"),
+    ("a dark bag and a small sneaker", "a small bag and a dark sneaker"),
+    ("a bag and a sneaker", None),
+    ("a bag to the left of a dark bag", None),
+    ("two bags", None),
+])
+def test_swapped_twins_have_the_same_words_in_another_order(caption, twin):
+    found = parse_scene(caption).twin()
+    assert (found.caption if found else None) == twin
+    if twin:
+        assert sorted(caption.split()) == sorted(twin.split())
+
+
+def test_layouts_follow_the_words_not_the_order_of_mention():
+    bag, sneaker = Garment(8), Garment(7)
+    assert parse_scene("a bag to the right of a sneaker").layouts == ((sneaker, bag),)
+    assert parse_scene("a bag and a sneaker").layouts == ((bag, sneaker), (sneaker, bag))
+    assert parse_scene("a bag").layouts == ((bag, None), (None, bag))
+    assert parse_scene("a bag on the right").layouts == ((None, bag),)
+
+
+def test_held_out_combinations_are_never_drawn_for_training():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3000):
+        scene = draw_scene(generator)
+        assert not scene.held_out
+        for left, right in scene.layouts:
+            if scene.form in ("left of", "right of"):
+                assert (left.label, right.label) not in HELD_OUT_PAIRS
+        assert not any((a, g.label) in HELD_OUT_ATTRIBUTES for g in scene.garments for a in g.attributes)
+    assert parse_scene("a bag to the right of a sandal").category == "held-out"  # sandal | bag, said the other way
+    assert parse_scene("a small sandal on the left").category == "held-out"
+
+
+def test_category_draws_are_reproducible_and_of_their_category():
+    for category in CATEGORIES:
+        a = draw_category(category, 30, torch.Generator().manual_seed(1))
+        assert a == draw_category(category, 30, torch.Generator().manual_seed(1))
+        assert {s.category for s in a} == {category}
+    for scene in draw_category("position", 30, torch.Generator().manual_seed(1), twins=True):
+        assert scene.twin().category == "position"
+
+
+# ---------------------------------------------------------------- rendering
+def test_dress_makes_small_and_dark_garments(train_slice):
+    image = train_slice[0][0]
+    small, dark = dress(image, Garment(0, small=True)), dress(image, Garment(0, dark=True))
+    pad = (SLOT - SMALL) // 2
+    assert small[:pad].sum() == small[-pad:].sum() == small[:, :pad].sum() == small[:, -pad:].sum() == 0
+    assert small[pad:-pad, pad:-pad].float().mean() == pytest.approx(image.float().mean(), abs=0.5)
+    assert int(dark.max()) == round(int(image.max()) * DARK)
+
+
+def test_render_puts_each_garment_in_its_slot(wardrobe, train_slice):
+    images, labels = train_slice
+    scenes = [parse_scene(c) for c in ("a bag on the left", "a sneaker on the right", "two dresses",
+                                       "a bag to the right of a dark sneaker")]
+    canvas = wardrobe.render(scenes, torch.Generator().manual_seed(0))
+    assert canvas.shape == (4, 28, 56) and canvas.dtype == torch.uint8
+    left, right = canvas[..., :SLOT], canvas[..., SLOT:]
+    assert right[0].sum() == 0 and left[1].sum() == 0
+    for slot in (left[0], right[3]):
+        assert any(torch.equal(slot, img) for img in images[labels == 8])  # a real bag, unchanged
+    assert any(torch.equal(right[1], img) for img in images[labels == 7])
+    assert not torch.equal(left[2], right[2])  # two different dresses
+    assert int(right[3].max()) > 102 >= int(left[3].max())  # the bag on the right, the dark sneaker on the left
+
+
+def test_scene_batches_are_reproducible_from_the_generator(wardrobe):
+    a = wardrobe.batch(8, torch.Generator().manual_seed(5))
+    b = wardrobe.batch(8, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+
+
+# ---------------------------------------------------------------- the grader's rules
+def test_detectors_read_real_variants(train_slice):
+    garments = train_slice[0]
+    for dark in (False, True):
+        for small in (False, True):
+            slots = torch.stack([dress(g, Garment(0, dark, small)) for g in garments]).float() / 255
+            empty, is_dark, is_small = detect(slots)
+            assert not empty.any()
+            assert is_small.all() == small and (~is_small).all() == (not small)
+            assert is_dark.float().mean() > 0.9 if dark else is_dark.float().mean() < 0.1
+    assert detect(torch.zeros(2, 28, 28))[0].all()
+
+
+def test_a_scene_passes_when_a_true_layout_matches_and_names_what_differs():
+    bag, sneaker, empty = Reading(False, 8), Reading(False, 7), Reading(True)
+    left_of = parse_scene("a bag to the left of a sneaker")
+    assert verdict(left_of, (bag, sneaker)).passed
+    swapped = verdict(left_of, (sneaker, bag))
+    assert not swapped.passed and swapped.swapped and "a sneaker to the left of a bag" in swapped.reason
+    assert verdict(parse_scene("a bag and a sneaker"), (sneaker, bag)).passed
+    assert verdict(parse_scene("a bag"), (empty, bag)).passed
+    assert verdict(parse_scene("a bag on the left"), (bag, sneaker)).reason == \
+        "right slot: a sneaker where nothing belongs"
+    dark = verdict(parse_scene("a dark bag on the left"), (bag, empty))
+    assert dark.reason == "left slot: the bag is not dark"
+    binding = verdict(parse_scene("a dark bag and a sneaker"), (Reading(False, 8), Reading(False, 7, dark=True)))
+    assert binding.swapped
+
+
+def test_the_grader_passes_real_scenes_and_fails_them_swapped(tmp_path):
+    from imagen_tutorial import load_pretrained
+
+    classifier = load_pretrained("slot_classifier")
+    scenes = evaluation_set(40, seed=3)["position twins"]
+    images = real_scenes(scenes, seed=3)
+    assert score(grade(images, scenes, classifier), twins=True)["rate"] >= 0.8
+    flipped = torch.cat([images[..., SLOT:], images[..., :SLOT]], dim=-1)  # every garment in the other slot
+    verdicts = grade(flipped, scenes, classifier)
+    assert sum(v.passed for v in verdicts) <= 0.1 * len(verdicts)
+    assert sum(v.swapped for v in verdicts) >= 0.8 * len(verdicts)
+    low = real_scenes(scenes[:8], seed=3, size=14)
+    assert low.shape == (8, 1, 14, 28) and to_slots(low).shape == (16, 28, 28)
+
+
+# ---------------------------------------------------------------- the denoiser on scenes
+@pytest.mark.parametrize("text_encoder", ["cross", "pooled", "bow"])
+def test_a_scenes_denoiser_draws_two_slot_canvases(text_encoder):
+    model = tiny_scenes_denoiser(text_encoder)
+    assert model.grid == (2, 4) and model.tokens_per_image == 9
+    assert all((b.cross_attn is not None) == (text_encoder == "cross") for b in model.in_blocks)
+    x = model.generate(["a bag to the left of a sneaker", "two dresses"], steps=2, guidance=2.0,
+                       generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 4, 8) and 0 <= x.min() and x.max() <= 1
+    sr = tiny_scenes_denoiser(condition="caption_lowres")
+    up = sr.generate(["a bag", "two dresses"], lowres=x, steps=2, generator=torch.Generator().manual_seed(0))
+    assert up.shape == (2, 1, 8, 16)
+
+
+def test_bag_of_words_gives_swapped_twins_identical_encodings_and_predictions():
+    model = tiny_scenes_denoiser("bow")
+    captions = ["a dark bag to the left of a sneaker", "a bag to the left of a dark sneaker"]
+    tokens = model.prepare_captions(captions)
+    assert not torch.equal(tokens[0], tokens[1])
+    _, _, pooled = model.encode(tokens)
+    assert torch.equal(pooled[0], pooled[1])
+    x, t = torch.randn(1, 1, 4, 8).expand(2, -1, -1, -1), torch.full((2,), 0.5)
+    assert torch.equal(model(x[:1], t[:1], tokens[:1]), model(x[:1], t[:1], tokens[1:]))
+    cross = tiny_scenes_denoiser("cross")
+    out = cross(x, t, cross.prepare_captions(captions))
+    assert not torch.allclose(out[0], out[1])  # word order reaches a Transformer encoder
+
+
+def test_text_encoder_variants_need_a_caption_reading_diffusion_model():
+    with pytest.raises(ValueError, match="text_encoder='bow' is for a caption-reading diffusion model"):
+        ModelConfig(text_encoder="bow")
+    with pytest.raises(ValueError, match="aspect=2 needs family='diffusion'"):
+        ModelConfig(aspect=2)
+
+
+def _scenes_trainer(path, resume=False, **overrides):
+    model = tiny_scenes_denoiser().config
+    values = dict(data="scenes", batch_size=8, steps=4, warmup_steps=1, log_every=100, eval_every=0,
+                  ckpt_every=100, progress=False, seed=2, ema_decay=0.9)
+    return Trainer(model, TrainConfig(**{**values, **overrides}), path, resume=resume)
+
+
+def test_a_scenes_run_resumes_exactly(tmp_path):
+    _scenes_trainer(tmp_path / "a").run()
+    first = _scenes_trainer(tmp_path / "b")
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    resumed = _scenes_trainer(tmp_path / "b", resume=True)
+    assert resumed.batches.count == 2
+    resumed.run()
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for part in ("model", "ema"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), name
+    assert_close(a["optimizer"], b["optimizer"], rtol=0, atol=0)
+
+
+def test_scenes_data_needs_a_scenes_model_and_no_flips(tmp_path, train_slice):
+    with pytest.raises(ValueError, match="data='scenes' but the model's vocabulary is 'classes'"):
+        Trainer(ModelConfig(family="diffusion", image_size=4, patch_size=2, d_model=32),
+                TrainConfig(data="scenes", progress=False), tmp_path, data=train_slice)
+    with pytest.raises(ValueError, match="a flip would swap left and right"):
+        _scenes_trainer(tmp_path, hflip=0.5)
