@@ -148,9 +148,12 @@ def twin_probe(model, classifier: Judge | None = None, pairs: int = 20, seed: in
                guidance: float = 3.0) -> dict:
     """What training logs at each evaluation of a scenes base stage, since the loss does not show whether order is
     learned: for `pairs` position and binding twin pairs drawn from `seed`, the rate of pairs with both right and
-    of pairs with both swapped (DDIM `steps`, `guidance`). classifier: default the shipped slot classifier."""
-    from .pretrained import load_pretrained
+    of pairs with both swapped (DDIM `steps`, `guidance`). classifier: default the shipped slot classifier; {} when
+    there is none yet (it is trained and shipped with tools/train_judge.py --slots)."""
+    from .pretrained import load_pretrained, read_manifest
 
+    if classifier is None and "slot_classifier" not in read_manifest():
+        return {}
     classifier = classifier or load_pretrained("slot_classifier")
     generator, out = torch.Generator().manual_seed(seed), {}
     for category in TWIN_CATEGORIES:
@@ -192,7 +195,7 @@ def slot_variants(images: Tensor, generator: torch.Generator | None = None) -> T
 def train_slot_classifier(epochs: int = 8, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
                           log=print) -> tuple[Judge, dict]:
     """The judge's network trained on `slot_variants` of the training garments (random crops too); returns it in
-    eval mode and its test accuracy on each variant (full, small, dark, dark small, at 28 and via 14)."""
+    eval mode and a report with its test accuracy on each variant (full, small, dark, dark small; at 28, via 14)."""
     torch.manual_seed(seed)
     images, labels = load_fashion_mnist("train")
     classifier = Judge()
@@ -213,7 +216,9 @@ def train_slot_classifier(epochs: int = 8, batch_size: int = 128, lr: float = 2e
             correct += (logits.argmax(1) == labels[idx]).sum().item()
         log(f"epoch {epoch + 1}/{epochs}: train accuracy {correct / (len(images) // batch_size * batch_size):.4f}")
     classifier.eval()
-    return classifier, slot_accuracy(classifier)
+    return classifier, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                        "parameters": sum(p.numel() for p in classifier.parameters()),
+                        "test_accuracy": slot_accuracy(classifier)}
 
 
 def slot_accuracy(classifier: Judge, n: int = 10_000) -> dict:

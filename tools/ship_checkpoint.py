@@ -5,6 +5,7 @@
         --json > text2img_eval.json
     python tools/ship_checkpoint.py text2img --evaluation text2img_eval.json
     python tools/ship_checkpoint.py classifier --judge runs/judge/classifier.pt
+    python tools/ship_checkpoint.py slot_classifier --judge runs/slot_classifier.pt
 
 --run exports the weights as fp16 (loading restores fp32; the file stays well under 16 MB), measures test
 bits/dim of the exported weights on the first --limit test images (default 1,000: a quick first figure), copies
@@ -140,19 +141,24 @@ def merge_evaluation(name: str, evaluations: list[dict]) -> dict:
     return entry
 
 
-def ship_judge(path: Path) -> dict:
+def ship_judge(name: str, path: Path) -> dict:
+    """The judge ("classifier") or the scenes grader's slot classifier ("slot_classifier"), with the test figures
+    tools/train_judge.py recorded in it."""
     state = load_checkpoint(path)
     load_judge(path)  # refuses anything but a judge
-    target = CHECKPOINT_DIR / "classifier.pt"
+    target = CHECKPOINT_DIR / f"{name}.pt"
     if path.resolve() != target.resolve():
         shutil.copyfile(path, target)
     report = state.get("report", {})
+    slots = " --slots" if name == "slot_classifier" else ""
+    figures = {"test_accuracy": report.get("test_accuracy")}  # the slot classifier's: by variant
+    if not slots:
+        figures["test_accuracy_16_levels"] = report.get("test_accuracy_16_levels")
     return {"file": target.name, "sha256": file_sha256(target), "kind": "judge", "size_bytes": target.stat().st_size,
-            "parameters": report.get("parameters"), "config": state["judge_config"],
-            "test_accuracy": report.get("test_accuracy"),
-            "test_accuracy_16_levels": report.get("test_accuracy_16_levels"),
+            "parameters": report.get("parameters"), "config": state["judge_config"], **figures,
             "test_images": 10000, "trained": f"{report.get('epochs')} epochs of batch {report.get('batch_size')} "
-            f"on the training split in {report.get('train_minutes')} min on a 2-core CPU: python tools/train_judge.py"}
+            f"on the training split in {report.get('train_minutes')} min on a 2-core CPU: python "
+            f"tools/train_judge.py{slots}"}
 
 
 def main() -> None:
@@ -169,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.judge:
-        entry = ship_judge(args.judge)
+        entry = ship_judge(args.name, args.judge)
     elif args.run:
         entry = ship_model(args.name, args.run, args.limit, args.how, args.to)
     elif args.evaluation:
