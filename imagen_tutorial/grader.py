@@ -179,6 +179,32 @@ def grade_sets(images_for, sets: dict[str, list[Scene]], classifier: Judge) -> d
             for name, scenes in sets.items()}
 
 
+def ceiling(sets: dict[str, list[Scene]], classifier: Judge, size: int = SLOT, seed: int = 0) -> dict[str, dict]:
+    """The grader on real test scenes drawn for the same captions (at 28×56, or 14×28 for a base stage)."""
+    return grade_sets(lambda scenes: real_scenes(scenes, seed, size), sets, classifier)
+
+
+def evaluate_scenes(model, classifier: Judge, per_category: int = 500, seed: int = 0, chunk: int = 100,
+                    **sampling) -> dict:
+    """A scenes model (a base stage or the cascade) graded on `evaluation_set(per_category, seed)` beside the
+    ceiling at its resolution: {"scores", "ceiling", "seconds_per_scene", **sampling}."""
+    from .metrics import diffusion_samples
+
+    seconds = []
+
+    def images_for(scenes: list[Scene]) -> Tensor:
+        images, per_image = diffusion_samples(model, [s.caption for s in scenes], seed, chunk, **sampling)
+        seconds.append((per_image, len(scenes)))
+        return images
+
+    sets = evaluation_set(per_category, seed)
+    scores = grade_sets(images_for, sets, classifier)
+    size = model.config.image_size
+    return {**sampling, "per_category": per_category, "scores": scores,
+            "ceiling": ceiling(sets, classifier, size, seed),
+            "seconds_per_scene": sum(s * n for s, n in seconds) / sum(n for _, n in seconds)}
+
+
 # ---------------------------------------------------------------- the slot classifier
 def slot_variants(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Training slots for the classifier: uint8 garments [N, 28, 28], each made dark and (independently) small

@@ -51,15 +51,18 @@ def shipped_state(name: str, root: str | Path | None = None) -> dict:
 
 def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | Path | None = None):
     """A shipped model by name, in eval mode, after checking its sha256 against the manifest:
-    "text2img", "superres", "bpd256" (ImageTransformer), "diffusion_base", "diffusion_sr" (Denoiser, with their
-    EMA weights), "cascade" (the two diffusion stages as a Cascade) or "classifier" (the judge: float images
-    [B, 1, 28, 28] in [0, 1] -> logits [B, 10])."""
+    "text2img", "superres", "bpd256" (ImageTransformer), "diffusion_base", "diffusion_sr", "scenes_base",
+    "scenes_sr" (Denoiser, with their EMA weights), "cascade" and "scenes" (two diffusion stages as a Cascade),
+    "classifier" (the judge: float images [B, 1, 28, 28] in [0, 1] -> logits [B, 10]) or "slot_classifier" (the
+    scenes grader's classifier, the same network)."""
     root = Path(root or CHECKPOINT_DIR)
     manifest = read_manifest(root)
-    if name == "cascade":  # its manifest entry holds the figures; the weights are the two stages' files
-        from .cascade import Cascade
+    if manifest.get(name, {}).get("kind") == "cascade":  # its entry holds the figures and names its two stages
+        from .cascade import DEFAULT_GUIDANCE, Cascade
 
-        return Cascade(load_pretrained("diffusion_base", device, root), load_pretrained("diffusion_sr", device, root))
+        base, sr = manifest[name]["stages"]
+        return Cascade(load_pretrained(base, device, root), load_pretrained(sr, device, root),
+                       guidance=manifest[name].get("default_guidance", DEFAULT_GUIDANCE))
     if name not in manifest:
         have = ", ".join(sorted(manifest)) or "none yet"
         raise ValueError(f"no shipped checkpoint is called {name!r}; available: {have}. "

@@ -84,10 +84,11 @@ def save_generation_gif(images: Tensor, levels: int, path: str | Path, frames: i
 
 def float_grid(images: Tensor, nrow: int = 10, scale: int = 1, size: int | None = None) -> Image.Image:
     """Float images [B, 1, H, W] (values outside [0, 1] are clipped) -> one grayscale PIL image, each image
-    resized to `size` (nearest) first if given, so 14×14 and 28×28 stages line up."""
+    resized to height `size` (nearest; the width in proportion) first if given, so 14×14 and 28×28 stages line
+    up (and 14×28 and 28×56 scenes)."""
     x = images.detach().float().cpu().clamp(0, 1)
-    if size is not None and x.shape[-1] != size:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="nearest")
+    if size is not None and x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size * x.shape[-1] // x.shape[-2]), mode="nearest")
     grid = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
     picture = Image.fromarray(grid[0].mul(255).round().to(torch.uint8).numpy(), mode="L")
     return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
@@ -100,7 +101,7 @@ def save_denoising_gif(trajectory: list[tuple[Tensor, Tensor]], path: str | Path
     trajectory: what `generate(..., trajectory=[])` collected, (x_t, x̂₀) per step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = size or max(x.shape[-1] for x, _ in trajectory)
+    size = size or max(x.shape[-2] for x, _ in trajectory)
     pictures = []
     for x_t, x0 in trajectory:
         left, right = float_grid((x_t + 1) / 2, nrow, scale, size), float_grid((x0 + 1) / 2, nrow, scale, size)
@@ -111,6 +112,27 @@ def save_denoising_gif(trajectory: list[tuple[Tensor, Tensor]], path: str | Path
     durations = [ms_per_frame] * (len(pictures) - 1) + [1500]
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
     return path
+
+
+def plot_scenes(images: Tensor, captions: list[str], verdicts: list | None = None, ncols: int = 2):
+    """Float scenes [B, 1, H, W] in [0, 1] in a grid of `ncols` columns, each titled with its caption and, given the
+    grader's verdicts, a ✓ or a ✗ with the reason. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(3.4 * ncols, 2.2 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(images):
+            continue
+        ax.imshow(images[i, 0].detach().float().cpu().clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+        title, color = captions[i], "black"
+        if verdicts is not None:
+            v = verdicts[i]
+            title, color = f"{title}\n{'✓' if v.passed else '✗ ' + v.reason}", "green" if v.passed else "firebrick"
+        ax.set_title(title, fontsize=8, color=color)
+    fig.tight_layout()
+    return fig
 
 
 def plot_attention(weights: Tensor, image_size: int, query: int, ax=None):
