@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -223,9 +224,44 @@ def book_pages(site: Path) -> list[str]:
                   if not p.parts[0].startswith("_") and p.name not in SKIP_PAGES and p != Path("index.html"))
 
 
+FAULTS = (("untypeset", "maths not typeset by MathJax"), ("errors", "MathJax error"),
+          ("raw", "raw TeX left in the text"), ("broken", "image missing"),
+          ("sideways", "printed output scrolls sideways"), ("tags", "cell tag shown"))
+
+
+def check_page(browser: Chromium, session: str, site: Path, page: str, totals: Counter) -> list[str]:
+    """Open one page, print what it shows, add it to `totals`; return its problems."""
+    url = (site / page).resolve().as_uri()
+    seen, external, failed, local = open_page(browser, session, url, INSPECT)
+    where = page if seen["url"] == url else f"{page} → {Path(urlparse(seen['url']).path).relative_to(site.resolve())}"
+    problems = [f"{where}: {what}: {item!r}" for key, what in FAULTS for item in seen[key]]
+    problems += [f"{where}: request left the machine: {item}" for item in external]
+    problems += [f"{where}: {item}" for item in failed]
+    print(f"  {where}: {seen['formulas']} formulas, {seen['images']} images ({seen['gifs']} GIFs), "
+          f"{seen['outputs']} printed outputs, {local} local files, {len(external)} outside requests")
+    totals.update(pages=1, formulas=seen["formulas"], images=seen["images"], gifs=seen["gifs"],
+                  outputs=seen["outputs"], local=local, external=len(external))
+    return problems
+
+
+def check_search(browser: Chromium, session: str, site: Path, totals: Counter) -> tuple[str, list[str]]:
+    """Search the site from file://; return a note on what it found and the problems."""
+    if not (site / "search.html").is_file():
+        return "no search.html, search not checked", []
+    # From file:// the search finds pages but cannot fetch them for the snippets under each result (a browser
+    # refuses fetch() on file://; served over http they show), so only outside requests count here.
+    url = (site / "search.html").resolve().as_uri() + f"?q={SEARCH_WORD}"
+    found, external, _, _ = open_page(browser, session, url, SEARCH)
+    totals.update(external=len(external))
+    problems = [f"search.html: request left the machine: {item}" for item in external]
+    if not found:
+        problems.append(f"search.html: searching for {SEARCH_WORD!r} from file:// found no page")
+    return f"search for {SEARCH_WORD!r} found {found} pages", problems
+
+
 def check(site: Path, pages: list[str], screenshots: Path | None, executable: str) -> int:
     problems: list[str] = []
-    totals = dict(pages=0, formulas=0, images=0, gifs=0, outputs=0, local=0, external=0)
+    totals: Counter = Counter()
     with tempfile.TemporaryDirectory(prefix="check-site-") as profile:
         browser = Chromium(executable, profile)
         try:
@@ -234,41 +270,19 @@ def check(site: Path, pages: list[str], screenshots: Path | None, executable: st
             for domain in ("Page", "Network", "Runtime"):
                 browser.call(f"{domain}.enable", session)
             for page in pages:
-                url = (site / page).resolve().as_uri()
-                seen, external, failed, local = open_page(browser, session, url, INSPECT)
-                where = page if seen["url"] == url else f"{page} → {os.path.relpath(urlparse(seen['url']).path, site.resolve())}"
-                for key, what in (("untypeset", "maths not typeset by MathJax"), ("errors", "MathJax error"),
-                                  ("raw", "raw TeX left in the text"), ("broken", "image missing"),
-                                  ("sideways", "printed output scrolls sideways"), ("tags", "cell tag shown")):
-                    problems += [f"{where}: {what}: {item!r}" for item in seen[key]]
-                problems += [f"{where}: request left the machine: {item}" for item in external]
-                problems += [f"{where}: {item}" for item in failed]
-                print(f"  {where}: {seen['formulas']} formulas, {seen['images']} images ({seen['gifs']} GIFs), "
-                      f"{seen['outputs']} printed outputs, {local} local files, {len(external)} outside requests")
-                totals["pages"] += 1
-                totals["formulas"] += seen["formulas"]
-                for key in ("images", "gifs", "outputs"):
-                    totals[key] += seen[key]
-                totals["local"] += local
-                totals["external"] += len(external)
+                problems += check_page(browser, session, site, page, totals)
                 if screenshots is not None:
                     screenshots.mkdir(parents=True, exist_ok=True)
                     shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
-                    (screenshots / (page.replace("/", "_").removesuffix(".html") + ".png")).write_bytes(
-                        base64.b64decode(shot))
-            # From file:// the search finds pages but cannot fetch them for the snippets under each result (a
-            # browser refuses fetch() on file://; served over http they show), so only outside requests count.
-            found, external, _, _ = open_page(browser, session, (site / "search.html").resolve().as_uri()
-                                              + f"?q={SEARCH_WORD}", SEARCH)
-            problems += [f"search.html: request left the machine: {item}" for item in external]
-            totals["external"] += len(external)
-            if not found:
-                problems.append(f"search.html: searching for {SEARCH_WORD!r} from file:// found no page")
+                    name = page.replace("/", "_").removesuffix(".html") + ".png"
+                    (screenshots / name).write_bytes(base64.b64decode(shot))
+            searched, search_problems = check_search(browser, session, site, totals)
+            problems += search_problems
         finally:
             browser.close()
     print(f"check_site: {totals['pages']} pages, {totals['formulas']} formulas rendered, {totals['images']} images "
           f"({totals['gifs']} GIFs), {totals['outputs']} printed outputs, {totals['local']} local files loaded, "
-          f"{totals['external']} requests that left the machine; search for {SEARCH_WORD!r} found {found} pages")
+          f"{totals['external']} requests that left the machine; {searched}")
     if problems:
         print(f"check_site: FAILED, {len(problems)} problems:", file=sys.stderr)
         for problem in problems:
