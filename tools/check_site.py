@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -181,16 +181,14 @@ class Chromium:
             self.proc.wait()
 
 
-def open_page(browser: Chromium, session: str, url: str, script: str) -> tuple[dict, list[str], list[str], int]:
-    """Load `url` (following a redirect page), run `script` in it; return its result, the requests that were not
-    local files, the local files that failed to load and the page's JavaScript errors, and how many local files
+def open_page(browser: Chromium, session: str, url: str, script: str,
+              redirects: bool = False) -> tuple[dict, list[str], list[str], int]:
+    """Load `url` (and the page it `redirects` to), run `script` in it; return its result, the requests that were
+    not local files, the local files that failed to load and the page's JavaScript errors, and how many local files
     were requested."""
     browser.events.clear()
     browser.call("Page.navigate", session, url=url)
-    browser.wait_for("Page.loadEventFired")
-    redirect = browser.call("Runtime.evaluate", session, returnByValue=True,
-                            expression="!!document.querySelector('meta[http-equiv=refresh]')")
-    if redirect["result"].get("value"):                 # the site's index.html sends the reader to the home page
+    for _ in range(2 if redirects else 1):
         browser.wait_for("Page.loadEventFired")
     value = browser.call("Runtime.evaluate", session, expression=script, awaitPromise=True, returnByValue=True)
     if "exceptionDetails" in value:
@@ -232,8 +230,10 @@ FAULTS = (("untypeset", "maths not typeset by MathJax"), ("errors", "MathJax err
 def check_page(browser: Chromium, session: str, site: Path, page: str, totals: Counter) -> list[str]:
     """Open one page, print what it shows, add it to `totals`; return its problems."""
     url = (site / page).resolve().as_uri()
-    seen, external, failed, local = open_page(browser, session, url, INSPECT)
-    where = page if seen["url"] == url else f"{page} → {Path(urlparse(seen['url']).path).relative_to(site.resolve())}"
+    redirects = 'http-equiv="refresh"' in (site / page).read_text(errors="replace")   # the site's index.html
+    seen, external, failed, local = open_page(browser, session, url, INSPECT, redirects)
+    landed = Path(unquote(urlparse(seen["url"]).path)).relative_to(site.resolve()).as_posix()
+    where = page if landed == page else f"{page} → {landed}"
     problems = [f"{where}: {what}: {item!r}" for key, what in FAULTS for item in seen[key]]
     problems += [f"{where}: request left the machine: {item}" for item in external]
     problems += [f"{where}: {item}" for item in failed]
