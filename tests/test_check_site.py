@@ -25,13 +25,14 @@ BROKEN = f"""<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><arti
 <p>A formula for MathJax, on a page without it: <span class="math">\\(x^2\\)</span></p>
 <img src="missing.png">
 <img src="http://example.com/figure.png">
+<a href="chapters/99_missing.html">a chapter that is not there</a>
 <div class="cell_output"><pre>{LONG_LINE}</pre></div>
 </article></body></html>"""
 
 CLEAN = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <style>div.cell_output pre {{ white-space: pre-wrap; overflow-wrap: anywhere; }}</style></head><body><article>
-<p>A figure and a long printed line that wraps.</p>
-<img src="pixel.gif">
+<p>A figure, a link and a long printed line that wraps.</p>
+<img src="pixel.gif"> <a href="pixel.gif#top">the figure</a> <a href="https://example.com/">not followed</a>
 <div class="cell_output"><pre>{LONG_LINE}</pre></div>
 </article></body></html>"""
 
@@ -79,6 +80,11 @@ def test_a_request_to_another_machine_is_reported(broken):
 
 
 @needs_chromium
+def test_a_link_to_a_missing_file_is_reported(broken):
+    assert "link to a missing file: file://" in broken[1] and "chapters/99_missing.html" in broken[1]
+
+
+@needs_chromium
 def test_a_printed_output_that_scrolls_sideways_is_reported(broken):
     assert "printed output scrolls sideways: 'loss loss" in broken[1]
 
@@ -87,7 +93,7 @@ def test_a_printed_output_that_scrolls_sideways_is_reported(broken):
 def test_a_clean_page_passes_and_says_what_it_checked(tmp_path):
     code, report = run_check(tmp_path / "html", CLEAN)
     assert code == 0, report
-    assert "1 pages, 0 formulas rendered, 1 images (1 GIFs), 1 printed outputs" in report
+    assert "1 pages, 0 formulas rendered, 1 images (1 GIFs), 1 printed outputs, 1 links followed" in report
     assert "0 requests that left the machine" in report
 
 

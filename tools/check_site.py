@@ -4,11 +4,12 @@
 
 For each page (by default every page of the book) it waits for MathJax and the fonts, then fails if a formula is
 left unrendered (a MathJax error, a maths element MathJax did not typeset, or raw `$…$` / `\\(…\\)` in the
-text), an image is missing, a printed output scrolls sideways instead of wrapping, a notebook cell tag shows, the
-page throws a JavaScript error, a local file is missing, or any request tried to leave the machine: every host
-name resolves to nothing (`--host-resolver-rules`), and each request the page makes that is not a local file is
-counted as one that would have gone out. It also searches the site from `file://` and checks that it finds pages.
-It prints what it checked. Without Chromium (Debian: `apt-get install chromium`) it says so and exits 0.
+text), an image is missing, a link points at a missing file, a printed output scrolls sideways instead of
+wrapping, a notebook cell tag shows, the page throws a JavaScript error, a local file is missing, or any request
+tried to leave the machine: every host name resolves to nothing (`--host-resolver-rules`), and each request the
+page makes that is not a local file is counted as one that would have gone out. It also searches the site from
+`file://` and checks that it finds pages. It prints what it checked. Without Chromium (Debian: `apt-get install
+chromium`) it says so in one line and exits 0.
 
 Chromium is driven through the DevTools protocol over a pipe (`--remote-debugging-pipe`), with the standard
 library only, so the check adds no package to any environment.
@@ -68,6 +69,8 @@ INSPECT = r"""
     images: images.length,
     gifs: images.filter(img => /\.gif$|^data:image\/gif/.test(src(img))).length,
     broken: images.filter(img => !img.complete || img.naturalWidth === 0).map(src),
+    links: [...new Set([...document.querySelectorAll('a[href]')].map(a => a.href.split('#')[0].split('?')[0]))]
+      .filter(href => href.startsWith('file:')),
     outputs: document.querySelectorAll('div.cell_output pre').length,
     sideways: [...document.querySelectorAll('div.cell_output pre')]
       .filter(pre => pre.scrollWidth > pre.clientWidth + 1).map(pre => pre.textContent.slice(0, 80)),
@@ -237,10 +240,13 @@ def check_page(browser: Chromium, session: str, site: Path, page: str, totals: C
     problems = [f"{where}: {what}: {item!r}" for key, what in FAULTS for item in seen[key]]
     problems += [f"{where}: request left the machine: {item}" for item in external]
     problems += [f"{where}: {item}" for item in failed]
+    problems += [f"{where}: link to a missing file: {link}" for link in seen["links"]
+                 if not Path(unquote(urlparse(link).path)).exists()]
     print(f"  {where}: {seen['formulas']} formulas, {seen['images']} images ({seen['gifs']} GIFs), "
-          f"{seen['outputs']} printed outputs, {local} local files, {len(external)} outside requests")
+          f"{seen['outputs']} printed outputs, {len(seen['links'])} links, {local} local files, "
+          f"{len(external)} outside requests")
     totals.update(pages=1, formulas=seen["formulas"], images=seen["images"], gifs=seen["gifs"],
-                  outputs=seen["outputs"], local=local, external=len(external))
+                  outputs=seen["outputs"], links=len(seen["links"]), local=local, external=len(external))
     return problems
 
 
@@ -281,15 +287,16 @@ def check(site: Path, pages: list[str], screenshots: Path | None, executable: st
         finally:
             browser.close()
     print(f"check_site: {totals['pages']} pages, {totals['formulas']} formulas rendered, {totals['images']} images "
-          f"({totals['gifs']} GIFs), {totals['outputs']} printed outputs, {totals['local']} local files loaded, "
+          f"({totals['gifs']} GIFs), {totals['outputs']} printed outputs, {totals['links']} links followed to their "
+          f"files, {totals['local']} local files loaded, "
           f"{totals['external']} requests that left the machine; {searched}")
     if problems:
         print(f"check_site: FAILED, {len(problems)} problems:", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    print("check_site: ok: no unrendered formula, missing image, sideways output, shown cell tag, JavaScript "
-          "error or outside request")
+    print("check_site: ok: no unrendered formula, missing image, broken link, sideways output, shown cell tag, "
+          "JavaScript error or outside request")
     return 0
 
 
