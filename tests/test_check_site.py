@@ -59,34 +59,17 @@ def test_a_page_with_faults_fails_the_check(broken):
 
 
 @needs_chromium
-def test_raw_tex_left_in_the_text_is_reported(broken):
-    assert "raw TeX left in the text: 'An energy $E = mc^2$" in broken[1]
-
-
-@needs_chromium
-def test_maths_that_mathjax_did_not_typeset_is_reported(broken):
-    assert "maths not typeset by MathJax: '\\\\(x^2\\\\)'" in broken[1]
-
-
-@needs_chromium
-def test_a_missing_image_is_reported(broken):
-    assert "image missing: 'missing.png'" in broken[1]
-    assert "missing.png (net::ERR_FILE_NOT_FOUND)" in broken[1]
-
-
-@needs_chromium
-def test_a_request_to_another_machine_is_reported(broken):
-    assert "request left the machine: http://example.com/figure.png" in broken[1]
-
-
-@needs_chromium
-def test_a_link_to_a_missing_file_is_reported(broken):
-    assert "link to a missing file: file://" in broken[1] and "chapters/99_missing.html" in broken[1]
-
-
-@needs_chromium
-def test_a_printed_output_that_scrolls_sideways_is_reported(broken):
-    assert "printed output scrolls sideways: 'loss loss" in broken[1]
+@pytest.mark.parametrize("fault, message", [
+    ("raw TeX in the text", "raw TeX left in the text: 'An energy $E = mc^2$"),
+    ("maths MathJax did not typeset", "maths not typeset by MathJax: '\\\\(x^2\\\\)'"),
+    ("a missing image", "image missing: 'missing.png'"),
+    ("the missing image's file", "missing.png (net::ERR_FILE_NOT_FOUND)"),
+    ("a request to another machine", "request left the machine: http://example.com/figure.png"),
+    ("a link to a missing file", "link to a missing file: chapters/99_missing.html"),
+    ("a printed output that scrolls sideways", "printed output scrolls sideways: 'loss loss"),
+])
+def test_each_fault_is_reported(broken, fault, message):
+    assert message in broken[1], f"{fault} was not reported"
 
 
 @needs_chromium

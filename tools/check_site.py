@@ -240,8 +240,10 @@ def check_page(browser: Chromium, session: str, site: Path, page: str, totals: C
     problems = [f"{where}: {what}: {item!r}" for key, what in FAULTS for item in seen[key]]
     problems += [f"{where}: request left the machine: {item}" for item in external]
     problems += [f"{where}: {item}" for item in failed]
-    problems += [f"{where}: link to a missing file: {link}" for link in seen["links"]
-                 if not Path(unquote(urlparse(link).path)).exists()]
+    for link in seen["links"]:
+        target = Path(unquote(urlparse(link).path))
+        if not target.exists():
+            problems.append(f"{where}: link to a missing file: {os.path.relpath(target, site.resolve())}")
     print(f"  {where}: {seen['formulas']} formulas, {seen['images']} images ({seen['gifs']} GIFs), "
           f"{seen['outputs']} printed outputs, {len(seen['links'])} links, {local} local files, "
           f"{len(external)} outside requests")
