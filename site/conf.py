@@ -8,6 +8,7 @@ page has one source of truth. The table of contents is the toctrees in index.md:
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -54,3 +55,17 @@ html_theme_options = {
     "use_repository_button": False,
     "navbar_persistent": [],        # search sits in the sidebar; no second box in a top bar
 }
+
+
+# The README's relative links (chapters/…, TEACHING.md, docs/….png) start from the repository root, and the pages in
+# site/ include its sections: rooting them at the source folder (/chapters/…) makes them resolve from any page.
+RELATIVE_LINK = re.compile(r"(\]\()(?![A-Za-z][\w+.-]*:|[#/])")
+
+
+def root_readme_links(app, relative_path: Path, parent_docname: str, content: list[str]) -> None:
+    if Path(relative_path).as_posix() == "README.md":
+        content[0] = RELATIVE_LINK.sub(r"\1/", content[0])
+
+
+def setup(app) -> None:
+    app.connect("include-read", root_readme_links)
