@@ -1,9 +1,12 @@
 """Sphinx configuration of the course website: `make site` builds it into _build/html from the committed notebook
-outputs (nothing is executed) and everything the pages need, MathJax included, is served from the site itself.
+outputs (nothing is executed), and everything the pages need, MathJax included, is served from the site itself.
 
-The source folder is site/: its pages (index.md, part2.md, package.md, results.md) take their text from the
-README with `include`, and the links `chapters` and `TEACHING.md` point at the course's own files, so every
-page has one source of truth. The table of contents is the toctrees in index.md: a new chapter is one line there.
+`make site` runs `sphinx-build -W -c site . _build/html`: the source folder is the repository, so the chapters,
+chapters/README.md and TEACHING.md are pages where they stand and their relative links resolve as on disk, and
+every warning (a broken link, a missing image) fails the build. site/ holds this configuration and the site's own
+pages (index.md, part2.md, package.md, results.md), which take their text from the README's sections with
+`include`, found by their headings: every figure has one source. The table of contents is the toctrees in
+site/index.md; a new chapter is one line there (the build fails until it is).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ extensions = [
 root_doc = "site/index"
 include_patterns = ["site/*.md", "chapters/*.ipynb", "chapters/README.md", "TEACHING.md"]
 exclude_patterns = [".*", "_build", "chapters/student", "**/.ipynb_checkpoints", "data", "outputs", "runs"]
-suppress_warnings: list[str] = []   # every warning fails the build (-W): broken links, missing images, bad maths
 
 # Notebooks: shown as committed, never executed.
 nb_execution_mode = "off"
