@@ -27,6 +27,8 @@ BROKEN = f"""<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><arti
 <img src="http://example.com/figure.png">
 <a href="chapters/99_missing.html">a chapter that is not there</a>
 <div class="cell_output"><pre>{LONG_LINE}</pre></div>
+<p class="cell-tags">nbval-check-output</p>
+<script>throw new Error("the theme's script broke");</script>
 </article></body></html>"""
 
 CLEAN = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
@@ -67,6 +69,8 @@ def test_a_page_with_faults_fails_the_check(broken):
     ("a request to another machine", "request left the machine: http://example.com/figure.png"),
     ("a link to a missing file", "link to a missing file: chapters/99_missing.html"),
     ("a printed output that scrolls sideways", "printed output scrolls sideways: 'loss loss"),
+    ("a notebook cell tag", "cell tag shown: 'nbval-check-output'"),
+    ("a JavaScript error", "JavaScript error: Error: the theme's script broke"),
 ])
 def test_each_fault_is_reported(broken, fault, message):
     assert message in broken[1], f"{fault} was not reported"

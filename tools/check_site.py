@@ -55,7 +55,9 @@ INSPECT = r"""
     const node = walker.currentNode, text = node.textContent;
     if (node.parentElement.closest(skip)) continue;
     if (/\$[^$\s][^$]*\$|\$\$|\\\(|\\\[/.test(text)) raw.push(text.trim().slice(0, 80));
-    if (/nbval-|raises-exception|hide-input|remove-cell/.test(text)) tags.push(text.trim().slice(0, 80));
+    if (/\b(nbval-[a-z-]+|raises-exception|(hide|remove)-(cell|input|output))\b/.test(text)) {
+      tags.push(text.trim().slice(0, 80));
+    }
   }
   const images = [...document.querySelectorAll('img')];
   const src = img => img.getAttribute('src') || '';
