@@ -10,7 +10,14 @@ PINS   := torch==2.14.1 torchvision==0.29.1 numpy==2.4.6 pillow==13.0.0 matplotl
 
 NOTEBOOKS := $(wildcard chapters/[0-9]*.ipynb chapters/student/[0-9]*.ipynb)
 
-.PHONY: setup test unit notebooks lint demo lab bench clean clean-notebooks student
+# The course website has an environment of its own, so the course's .venv (make demo, make test) stays as it is.
+# sphinx-mathjax-offline brings MathJax 3.2.2; the site serves it itself (site/_ext/offline_mathjax.py).
+SITE_VENV  := .venv-site
+SITE_STAMP := $(SITE_VENV)/.installed
+SITE_PINS  := sphinx==9.0.4 docutils==0.22.4 myst-parser==5.2.0 myst-nb==1.4.0 sphinx-book-theme==1.4.0 \
+              pydata-sphinx-theme==0.20.0 sphinx-copybutton==0.5.2 sphinx-mathjax-offline==0.0.2
+
+.PHONY: setup test unit notebooks lint demo lab bench clean clean-notebooks student site site-check
 
 setup: $(STAMP)
 
@@ -20,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-test: setup lint unit notebooks
+test: setup lint unit site-check notebooks
 
 unit: setup
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
@@ -33,7 +40,7 @@ ifneq ($(NOTEBOOKS),)
 endif
 
 lint: setup
-	$(BIN)/ruff check imagen_tutorial tests bench tools
+	$(BIN)/ruff check imagen_tutorial tests bench tools site
 
 demo: setup
 	$(BIN)/python -m imagen_tutorial demo
@@ -46,8 +53,23 @@ bench: setup
 	$(BIN)/python bench/sampling.py
 	$(BIN)/python bench/train_step.py
 
+# The course as a website in _build/html, from the notebooks' stored outputs (nothing is executed); every warning,
+# a broken link or a missing image among them, fails the build. -E re-reads every page, so none is skipped.
+site: $(SITE_STAMP)
+	$(SITE_VENV)/bin/sphinx-build -W --keep-going -E -q -c site -b html . _build/html
+	@echo "site: built _build/html; open _build/html/index.html (or: python3 -m http.server -d _build/html)"
+
+# Open every page in headless Chromium with the network refused (skipped, saying so, without chromium).
+site-check: site
+	$(SITE_VENV)/bin/python tools/check_site.py --site _build/html
+
+$(SITE_STAMP): Makefile
+	@test -x $(SITE_VENV)/bin/python || $(PYTHON) -m venv $(SITE_VENV)
+	$(SITE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(SITE_PINS)
+	@touch $@
+
 clean:
-	rm -rf outputs .pytest_cache data/FashionMNIST
+	rm -rf outputs .pytest_cache data/FashionMNIST _build
 
 student: setup
 	$(BIN)/python tools/make_student.py
