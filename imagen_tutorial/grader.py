@@ -21,9 +21,10 @@ from .metrics import Judge, judge_logits
 from .scenes import SLOT, Wardrobe, draw_category, dress
 
 # Thresholds of the detectors, measured on 2,000 real test garments in every variant (bench/scenes_grader.py prints
-# the rates): a slot whose 99th-percentile intensity is below EMPTY_BELOW is empty, below DARK_BELOW dark; a garment
-# with less than SMALL_BELOW of its ink outside the slot's central 16×16 square is small.
-EMPTY_BELOW, DARK_BELOW, SMALL_BELOW = 0.08, 0.45, 0.1
+# the rates): a slot whose 99th-percentile intensity is below EMPTY_BELOW is empty, below DARK_BELOW dark (a small
+# garment: below DARK_BELOW_SMALL, since shrinking averages its brightest pixels away); a garment with less than
+# SMALL_BELOW of its ink outside the slot's central 16×16 square is small.
+EMPTY_BELOW, DARK_BELOW, DARK_BELOW_SMALL, SMALL_BELOW = 0.08, 0.45, 0.40, 0.1
 _CENTRE = slice(6, 22)
 
 
@@ -53,8 +54,9 @@ def detect(slots: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The three detectors on float slots [N, 28, 28] in [0, 1] -> (empty, dark, small), bool [N] each."""
     bright = slots.flatten(1).quantile(0.99, dim=1)
     ink = slots.flatten(1).sum(1).clamp_min(1e-6)
-    outside = 1 - slots[:, _CENTRE, _CENTRE].flatten(1).sum(1) / ink
-    return bright < EMPTY_BELOW, bright < DARK_BELOW, outside < SMALL_BELOW
+    small = 1 - slots[:, _CENTRE, _CENTRE].flatten(1).sum(1) / ink < SMALL_BELOW  # the ink outside the centre
+    dark = bright < torch.where(small, DARK_BELOW_SMALL, DARK_BELOW)
+    return bright < EMPTY_BELOW, dark, small
 
 
 def to_slots(images: Tensor) -> Tensor:
