@@ -54,8 +54,8 @@ def test_evaluate_a_cascade_judges_its_samples(stages, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--steps", "0"], "steps=0 is out of range: use an integer >= 1"),
-    (["--aug-level", "-0.5"], r"aug_level=-0.5 is out of range: use a number in \[0, 1\]"),
+    (["--steps", "0"], r"--steps=0 is out of range: use 1\.\.1000"),
+    (["--aug-level", "-0.5"], r"--aug-level=-0.5 is out of range: use a number in \[0, 1\]"),
     (["--caption", "a photo of a sneeker"], "caption word 'sneeker'"),
 ])
 def test_bad_diffusion_sampling_input_is_one_line(stages, tmp_path, capsys, extra, message):
