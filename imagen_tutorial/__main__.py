@@ -400,8 +400,8 @@ def evaluate_diffusion(model, label: str, per_class: int = 50, guidance: list | 
                                                 aug_level=aug_level, **common)
             run.update(guidance=g[0], sr_guidance=g[1], steps=steps, sr_steps=sr_steps or steps)
         elif model.reads_lowres:
-            run = evaluate_super_resolution(model, judge, 10 * per_class, seed, aug_level=aug_level, steps=steps,
-                                            guidance=g, **common)
+            run = evaluate_super_resolution(model, judge, 10 * per_class, seed, reference=reference,
+                                            aug_level=aug_level, steps=steps, guidance=g, **common)
         else:
             run = evaluate_diffusion_generation(model, judge, per_class, seed, reference, progress=progress,
                                                 guidance=g, steps=steps, **common)
