@@ -149,8 +149,9 @@ def test_two_processes_with_gloo_train_and_agree(tmp_path):
 
 
 DIFFUSION_RUN = ('[model]\nfamily = "diffusion"\nimage_size = 14\npatch_size = 7\nd_model = 32\nn_layers = 3\n'
-                 'n_enc_layers = 1\ndropout = 0.1\n[train]\nsteps = 6\nbatch_size = 8\ntrain_images = 64\nlog_every = 1\n'
-                 'eval_every = 0\nckpt_every = 100\nema_decay = 0.9\nhflip = 0.5\ncrop_padding = 1\nprogress = false\n')
+                 'n_enc_layers = 1\ndropout = 0.1\n[train]\nsteps = 6\nbatch_size = 8\ntrain_images = 64\n'
+                 'log_every = 1\neval_every = 0\nckpt_every = 100\nema_decay = 0.9\nhflip = 0.5\ncrop_padding = 1\n'
+                 'progress = false\n')
 
 
 def _same_run(a: Path, b: Path) -> None:
@@ -161,8 +162,9 @@ def _same_run(a: Path, b: Path) -> None:
         for name, tensor in first[part].items():
             assert torch.equal(tensor, second[part][name]), (part, name)
     assert_close(first["optimizer"], second["optimizer"], rtol=0, atol=0)
-    losses = [[(r["step"], r["train_loss"]) for r in read_log(run / "log.jsonl") if "train_loss" in r] for run in (a, b)]
-    assert losses[0] == losses[1]
+    losses = [[(r["step"], r["train_loss"]) for r in read_log(run / "log.jsonl") if "train_loss" in r]
+              for run in (a, b)]
+    assert losses[0] == losses[1] and len(losses[0]) == first["step"]
 
 
 @pytest.fixture
