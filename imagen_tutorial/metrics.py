@@ -343,7 +343,7 @@ def diffusion_samples(model, captions: list[str], seed: int = 0, chunk: int = 10
     generator, and the seconds per image that took. `lowres` [N, 1, s, s]: the SR stage's inputs."""
     import time
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)  # where the model samples
     out, start = [], time.perf_counter()
     starts = range(0, len(captions), chunk)
     if progress:
