@@ -540,7 +540,8 @@ class Trainer:
         """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures.
 
         Ctrl-C (SIGINT) stops after the current step: that step is saved if it is good, and TrainingInterrupted
-        says which step the kept checkpoint holds and how to continue. A second Ctrl-C stops at once."""
+        says which step the kept checkpoint holds and how to continue. A second Ctrl-C stops at once and keeps the
+        last whole step: a step it cuts short is undone (train_step), so the checkpoint still resumes exactly."""
         self._unsaved_losses, self._stop_requested, self._deferred, self._bar = [], False, False, None
         handler = threading.current_thread() is threading.main_thread()  # signals reach only the main thread
         previous = signal.signal(signal.SIGINT, self._on_sigint) if handler else None
