@@ -648,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=450, help="with --train: optimizer steps")
     p.add_argument("--minutes", type=float, default=2.0, help="with --train: stop training after this long")
     p.set_defaults(func=cmd_demo)
-    for command in _subparsers(parser):  # every documented maximum in --help
+    for command in _subparsers(parser)[1:]:  # every documented maximum in --help (train's: _add_config_flags)
         for action in command._actions:
             if action.dest in FLAG_SPECS and action.option_strings:
                 action.help = f"{action.help + '; ' if action.help else ''}{FLAG_SPECS[action.dest].allowed()}"

@@ -150,6 +150,8 @@ class Spec:
 
     def allowed(self) -> str:
         """What the field accepts, in words ("1..1000", "a number in [0, 1]"), as `--help` shows it."""
+        if self.kind is tuple and self.item is not None:
+            return f"{self.length or 'some'} values, each {self.item.allowed()}"
         words = _allowed(self.kind, self.low, self.high, self.low_open, self.high_open, self.choices)
         return words.removeprefix("use ")
 
