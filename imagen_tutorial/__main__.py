@@ -18,8 +18,9 @@ import torch
 
 from .cascade import DEFAULT_GUIDANCE, Cascade
 from .checkpoint import CheckpointError, load_checkpoint, load_model
-from .config import ModelConfig, Spec, TrainConfig, check_value
+from .config import MAX_IMAGES, MAX_SEED, SAMPLING_SPECS, ModelConfig, Spec, TrainConfig, check_value
 from .data import load_fashion_mnist, make_caption, quantize, resize, to_float
+from .denoiser import Denoiser
 from .metrics import (
     classify_accuracy,
     conditions_from_test_set,
@@ -29,7 +30,7 @@ from .metrics import (
     reference_features,
 )
 from .model import ImageTransformer, check_sampling
-from .pretrained import load_pretrained, read_manifest
+from .pretrained import load_pretrained, read_manifest, unknown_name
 from .train import TrainingDiverged, TrainingInterrupted, pick_device, train
 from .viz import check_image_path, save_denoising_gif, save_generation_gif, save_grid
 
@@ -37,14 +38,15 @@ from .viz import check_image_path, save_denoising_gif, save_generation_gif, save
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag, allowed = "--" + f.name.replace("_", "-"), cls.SPECS[f.name].allowed()
         if isinstance(f.default, bool):
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         elif isinstance(f.default, tuple):
             group.add_argument(flag, dest=f.name, type=float, nargs=len(f.default), default=None,
-                               help=f"default {' '.join(map(str, f.default))}")
+                               help=f"default {' '.join(map(str, f.default))}; {allowed}")
         elif isinstance(f.default, (int, float, str)):
-            group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f"default {f.default}")
+            group.add_argument(flag, dest=f.name, type=type(f.default), default=None,
+                               help=f"default {f.default}; {allowed}")
 
 
 def _read_config_file(path: Path) -> dict:
@@ -101,29 +103,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
-def _conditions(model, captions: list[str], n: int):
-    """What to sample from: captions for a caption model, test-image conditions for an image model."""
-    c = model.config
-    if c.condition == "caption":
-        captions = captions or [make_caption(k) for k in range(10)]
-        return [cap for cap in captions for _ in range(n)], len(captions) * n
-    if captions:
-        raise ValueError(f"this model is conditioned on {c.condition!r}, not captions: drop --caption")
-    if c.condition == "none":
-        return None, n
-    return conditions_from_test_set(c, n)[0], n
-
-
 def load_any(spec: str, device: str | torch.device = "cpu", sr: str | None = None):
     """A model from a checkpoint file, or a shipped one by name ("text2img", "diffusion_base", "cascade", ...);
     with `sr`, a Cascade of the base `spec` and the SR checkpoint `sr`."""
-
     if sr is not None:
-        base = load_any(spec, device)
-        stage = load_any(sr, device)
-        return Cascade(base, stage)
-    if not Path(spec).exists() and (spec == "cascade" or spec in read_manifest()):
-        return load_pretrained(spec, device)
+        if spec == "cascade" and not Path(spec).exists():
+            raise ValueError("--checkpoint cascade already holds an SR stage: drop --sr-checkpoint, or give "
+                             "--checkpoint diffusion_base (or a base checkpoint file) with it")
+        return Cascade(load_any(spec, device), load_any(sr, device))
+    if not Path(spec).exists():
+        if spec in read_manifest():
+            model = load_pretrained(spec, device)
+            if not isinstance(model, (ImageTransformer, Denoiser, Cascade)):
+                raise ValueError(f"{spec!r} is the judge classifier, not an image model: pick one of "
+                                 f"{', '.join(n for n in sorted(read_manifest()) if n != 'classifier')}")
+            return model
+        raise FileNotFoundError(f"checkpoint {spec} does not exist; {unknown_name(spec)}. Give one of those, or a "
+                                f"checkpoint file (a training run writes OUT/checkpoint.pt)")
     return load_model(spec, device)
 
 
@@ -137,68 +133,120 @@ def _threshold(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a percentile (e.g. 0.995), 'static' or 'none'") from None
 
 
-def _float_image_grid(images: torch.Tensor, path, nrow: int, levels: int = 16) -> Path:
-    """Save float images [B, 1, H, W] in [0, 1] as a grid of `levels` grey levels (as they are judged)."""
-    return save_grid(quantize(images[:, 0].clamp(0, 1).cpu(), levels), levels, path, nrow=nrow,
-                     scale=8 if images.shape[-1] <= 14 else 4)
+# ---------------------------------------------------------------- what each flag accepts, and where it applies
+MAX_SAMPLE_IMAGES = 500  # `sample` draws in one batch: an autoregressive 28×28 model's guided cache is ~3 GB at 500
 
 
-def sample_diffusion(args: argparse.Namespace, model) -> None:
-    """`sample` for a diffusion base model, an SR stage (on test images) or the cascade."""
-
-    captions = args.caption or [make_caption(k) for k in range(10)]
-    captions = [cap for cap in captions for _ in range(args.n)]
-    generator = torch.Generator().manual_seed(args.seed)
-    trajectory = [] if args.gif else None
-    sampling = {"sampler": args.sampler, "threshold": args.threshold, "generator": generator,
-                "trajectory": trajectory}
-    guidance = 3.0 if args.guidance is None else args.guidance
-    sr_guidance = DEFAULT_GUIDANCE[1] if args.sr_guidance is None else args.sr_guidance
-    if isinstance(model, Cascade):
-        guidance = DEFAULT_GUIDANCE[0] if args.guidance is None else args.guidance
-        images = model.generate(captions, guidance=(guidance, sr_guidance), aug_level=args.aug_level,
-                                steps=(args.steps, args.sr_steps or args.steps), **sampling)
-    elif model.reads_lowres:  # an SR stage alone: upsample test images, downsampled to its input size
-        if args.caption:
-            raise ValueError("an SR stage alone upsamples test images (with their captions): drop --caption, or "
-                             "sample the whole cascade with --checkpoint cascade")
-        test, labels = load_fashion_mnist("test")
-        lowres = torch.nn.functional.interpolate(to_float(test[: args.n]), size=model.config.cond_size, mode="area")
-        captions = [make_caption(int(k)) for k in labels[: args.n]]
-        images = model.generate(captions, lowres=lowres, aug_level=args.aug_level, steps=args.steps,
-                                guidance=sr_guidance, **sampling)
-    else:
-        images = model.generate(captions if model.reads_caption else None, steps=args.steps, guidance=guidance,
-                                batch_size=None if model.reads_caption else args.n, **sampling)
-    nrow = args.n if args.caption or len(images) > 10 else min(len(images), 10)
-    print(f"wrote {_float_image_grid(images, args.out, nrow)}")
-    if args.gif:
-        print(f"wrote {save_denoising_gif(trajectory, args.gif, nrow=nrow)}")
+def _optional(spec: Spec) -> Spec:
+    return dataclasses.replace(spec, optional=True)
 
 
-# The numeric flags of sample, evaluate and demo, checked as config fields are (flags a command lacks are skipped).
+# The numeric flags of sample, evaluate and demo, checked as config fields are, before any model is loaded (flags a
+# command lacks are skipped). The sampling ones are config.SAMPLING_SPECS, which the Python API checks.
 FLAG_SPECS = {
-    "n": Spec(int, 1),
-    "columns": Spec(int, 1),
-    "batch_size": Spec(int, 1),
-    "limit": Spec(int, 1, optional=True, note="leave it out to use the whole split"),
-    "per_class": Spec(int, 0, optional=True, note="0 skips sampling"),
-    "temperature": Spec(float, 0, optional=True, note="0 picks the most likely level; 1 is the model's distribution"),
-    "top_k": Spec(int, 1, optional=True, note="leave it out to keep every level"),
-    "guidance": Spec(float, 0, 100, optional=True, note="1 is plain conditional sampling, 0 unconditional"),
-    "sr_guidance": Spec(float, 0, 100, optional=True),
-    "steps": Spec(int, 1, optional=True),
-    "sr_steps": Spec(int, 1, optional=True),
-    "steps_diffusion": Spec(int, 1),
-    "minutes": Spec(float, 0, low_open=True),
-    "seed": Spec(int, 0),
+    "n": Spec(int, 1, MAX_SAMPLE_IMAGES, note="images per caption, or in all for other conditions"),
+    "columns": Spec(int, 1, 100, note="images per class"),
+    "batch_size": Spec(int, 1, MAX_IMAGES, note="test images scored at once"),
+    "limit": Spec(int, 1, 60_000, optional=True, note="leave it out to use the whole split"),
+    "per_class": Spec(int, 0, 1000, optional=True,
+                      note="0 skips sampling: an autoregressive model's bits/dim alone; a diffusion model needs >= 1"),
+    "temperature": _optional(SAMPLING_SPECS["temperature"]),
+    "top_k": SAMPLING_SPECS["top_k"],
+    "guidance": _optional(SAMPLING_SPECS["guidance"]),
+    "sr_guidance": _optional(SAMPLING_SPECS["guidance"]),
+    "steps": SAMPLING_SPECS["steps"],
+    "sr_steps": _optional(SAMPLING_SPECS["steps"]),
+    "threshold": SAMPLING_SPECS["threshold"],
+    "aug_level": SAMPLING_SPECS["aug_level"],
+    "train_steps": Spec(int, 1, 100_000),
+    "minutes": Spec(float, 0, 24 * 60, low_open=True),
+    "seed": Spec(int, 0, MAX_SEED),
 }
+
+# Where a flag applies: the tags a model (or a run of the command) must have. A flag typed for a model without
+# them is refused with the reason, never ignored; flags not listed apply to every model.
+TAGS = {  # tag: (what a flag needing it is for, why it is missing, or None: the model says why)
+    "autoregressive": ("autoregressive models", None),
+    "diffusion": ("diffusion models", None),
+    "captions": ("models that draw from the captions you give", None),
+    "conditional": ("conditional models (guidance mixes conditional and unconditional predictions)", None),
+    "sr_stage": ("a super-resolution stage, alone or in a cascade", None),
+    "cascade": ("the SR stage of a cascade (--checkpoint cascade, or --sr-checkpoint)", None),
+    "samples": ("evaluations that draw samples", "--per-class 0 draws none"),
+    "train": ("demo --train", "--train is not given"),
+    "draw": ("demo without --train", "--train trains its own model"),
+    "diffusion_draw": ("demos that draw with a diffusion model (a diffusion --checkpoint, or --cascade)",
+                       "this demo draws with the autoregressive model only"),
+}
+_SAMPLING_FLAGS = {"caption": ("captions",), "guidance": ("conditional",), "temperature": ("autoregressive",),
+                   "top_k": ("autoregressive",), "no_cache": ("autoregressive",), "steps": ("diffusion",),
+                   "sampler": ("diffusion",), "threshold": ("diffusion",), "aug_level": ("sr_stage",),
+                   "sr_steps": ("cascade",), "sr_guidance": ("cascade",)}
+APPLIES = {
+    "sample": _SAMPLING_FLAGS,
+    "evaluate": {**_SAMPLING_FLAGS, "guidance": ("conditional", "samples"),
+                 "temperature": ("autoregressive", "samples"), "split": ("autoregressive",),
+                 "limit": ("autoregressive",), "batch_size": ("autoregressive",)},
+    "demo": {"temperature": ("autoregressive",), "steps": ("diffusion_draw",), "cascade": ("autoregressive",),
+             "checkpoint": ("draw",), "train_steps": ("train",), "minutes": ("train",)},
+}
+
+
+def model_tags(model) -> set[str]:
+    """What the model in hand is, in the words of TAGS."""
+    if isinstance(model, Cascade):
+        return {"diffusion", "cascade", "sr_stage", "captions", "conditional"}
+    c = model.config
+    tags = {c.family} | ({"conditional"} if c.condition != "none" else set())
+    if isinstance(model, Denoiser) and model.reads_lowres:
+        return tags | {"sr_stage"}  # alone, it upsamples test images with their own captions
+    return tags | ({"captions"} if c.condition == "caption" else set())
+
+
+def describe(model, label: str) -> str:
+    """`label` and what kind of model it is, for messages."""
+    if isinstance(model, Cascade):
+        return f"{label} is a diffusion cascade"
+    c = model.config
+    if isinstance(model, Denoiser) and model.reads_lowres:
+        return (f"{label} is a diffusion super-resolution stage alone, whose steps and guidance are --steps and "
+                f"--guidance; it upsamples test images with their own captions (--checkpoint cascade draws from "
+                f"yours)")
+    reads = "unconditional" if c.condition == "none" else f"conditioned on {c.condition!r}"
+    return f"{label} is {'a diffusion' if c.family == 'diffusion' else 'an autoregressive'} model, {reads}"
+
+
+def refuse_flags_that_do_not_apply(args: argparse.Namespace, tags: set[str], about: str) -> None:
+    """The one check of every command: a flag typed (not a default) whose tags the model or the run lacks is
+    refused, saying what it is for and why it does not apply here (`about`: the model, from `describe`)."""
+    for dest, needs in APPLIES.get(args.command, {}).items():
+        missing = [tag for tag in needs if tag not in tags]
+        if dest in getattr(args, "given", ()) and missing:
+            words, why = TAGS[missing[0]]
+            raise ValueError(f"--{dest.replace('_', '-')} applies only to {words}, and {why or about}: drop it")
+
+
+def stage_guidance(model, guidance: float | None = None, sr_guidance: float | None = None):
+    """The one guidance rule of every command: --guidance guides the model in hand (an SR stage alone too; in a
+    cascade, its base stage), --sr-guidance the SR stage of a cascade. A float, or (base, sr) for a cascade; what
+    is not given takes its default: cascade.DEFAULT_GUIDANCE, 3 for a diffusion base, DEFAULT_GUIDANCE[1] for an SR
+    stage alone, 1 (plain conditional) for an autoregressive model."""
+    if isinstance(model, Cascade):
+        return (DEFAULT_GUIDANCE[0] if guidance is None else guidance,
+                DEFAULT_GUIDANCE[1] if sr_guidance is None else sr_guidance)
+    if sr_guidance is not None:
+        raise ValueError("sr_guidance guides the SR stage of a cascade; this is a single model: use guidance")
+    if guidance is not None:
+        return guidance
+    if isinstance(model, Denoiser):
+        return DEFAULT_GUIDANCE[1] if model.reads_lowres else 3.0
+    return 1.0
 
 
 def _check_flags(args: argparse.Namespace) -> None:
     """Refuse bad flags before any model is loaded or any pixel drawn; output paths included."""
     for name, spec in FLAG_SPECS.items():
-        if not hasattr(args, name):
+        if not hasattr(args, name) or (name == "threshold" and args.threshold == "static"):
             continue
         value = getattr(args, name)
         for item in value if isinstance(value, list) else [value]:  # evaluate's --guidance repeats
@@ -209,30 +257,83 @@ def _check_flags(args: argparse.Namespace) -> None:
         check_image_path(args.out)
         if args.gif:
             check_image_path(args.gif, animated=True)
+            if Path(args.gif).absolute() == Path(args.out).absolute():
+                raise ValueError(f"--out and --gif both name {args.out}: give the GIF a name of its own")
     if args.command == "demo":  # it writes these at the end, after minutes of sampling
-        check_image_path(Path(args.out) / "samples.png")
-        check_image_path(Path(args.out) / "generation.gif", animated=True)
+        for name in ("samples.png", "generation.gif", "samples_cascade.png"):
+            check_image_path(Path(args.out) / name, animated=name.endswith(".gif"))
+
+
+def _load(args: argparse.Namespace, device: str | torch.device = "cpu"):
+    """The model a command names, after its flags are checked against it: (model, label, tags)."""
+    label = args.checkpoint if args.sr_checkpoint is None else f"{args.checkpoint} + {args.sr_checkpoint}"
+    model = load_any(args.checkpoint, device, args.sr_checkpoint)
+    tags = model_tags(model)
+    if args.command == "evaluate":  # an autoregressive model draws samples unless --per-class 0 (or unconditional)
+        unconditional = isinstance(model, ImageTransformer) and model.config.condition == "none"
+        if "diffusion" in tags or (args.per_class if args.per_class is not None else not unconditional):
+            tags.add("samples")
+    refuse_flags_that_do_not_apply(args, tags, describe(model, label))
+    return model, label, tags
+
+
+# ---------------------------------------------------------------- sample
+def _float_image_grid(images: torch.Tensor, path, nrow: int, levels: int = 16) -> Path:
+    """Save float images [B, 1, H, W] in [0, 1] as a grid of `levels` grey levels (as they are judged)."""
+    return save_grid(quantize(images[:, 0].clamp(0, 1).cpu(), levels), levels, path, nrow=nrow,
+                     scale=8 if images.shape[-1] <= 14 else 4)
+
+
+def sample_diffusion(args: argparse.Namespace, model, device: torch.device) -> None:
+    """`sample` for a diffusion base model, an SR stage (on test images) or the cascade."""
+    captions = args.caption or [make_caption(k) for k in range(10)]
+    captions = [cap for cap in captions for _ in range(args.n)]
+    trajectory = [] if args.gif else None
+    sampling = {"sampler": args.sampler, "threshold": args.threshold, "trajectory": trajectory,
+                "generator": torch.Generator(device).manual_seed(args.seed),
+                "guidance": stage_guidance(model, args.guidance, args.sr_guidance)}
+    if isinstance(model, Cascade):
+        images = model.generate(captions, aug_level=args.aug_level, steps=(args.steps, args.sr_steps or args.steps),
+                                **sampling)
+    elif model.reads_lowres:  # an SR stage alone: upsample test images, downsampled to its input size
+        test, labels = load_fashion_mnist("test")
+        lowres = torch.nn.functional.interpolate(to_float(test[: args.n]), size=model.config.cond_size, mode="area")
+        captions = [make_caption(int(k)) for k in labels[: args.n]]
+        images = model.generate(captions, lowres=lowres, aug_level=args.aug_level, steps=args.steps, **sampling)
+    else:
+        images = model.generate(captions if model.reads_caption else None, steps=args.steps,
+                                batch_size=None if model.reads_caption else args.n, **sampling)
+    nrow = args.n if args.caption or len(images) > 10 else min(len(images), 10)
+    print(f"wrote {_float_image_grid(images, args.out, nrow)}")
+    if args.gif:
+        print(f"wrote {save_denoising_gif(trajectory, args.gif, nrow=nrow)}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     _check_flags(args)
     device = pick_device(args.device)
-    model = load_any(args.checkpoint, device, args.sr_checkpoint)
+    model, _, tags = _load(args, device)
+    count = args.n * (len(args.caption) or 10) if "captions" in tags else args.n
+    check_value("--n × captions", count, int, low=1, high=MAX_SAMPLE_IMAGES,
+                note=f"the images of one sample command, drawn in one batch: {args.n} per caption here")
     if not isinstance(model, ImageTransformer):
-        return sample_diffusion(args, model)
-    cond, count = _conditions(model, args.caption, args.n)
-    if isinstance(cond, torch.Tensor):
-        cond = cond.to(device)
+        return sample_diffusion(args, model, device)
+    c = model.config
+    if c.condition == "caption":
+        cond = [cap for cap in args.caption or [make_caption(k) for k in range(10)] for _ in range(args.n)]
+    else:
+        cond = None if c.condition == "none" else conditions_from_test_set(c, count)[0].to(device)
     generator = torch.Generator(device).manual_seed(args.seed)
-    guidance = 1.0 if args.guidance is None else args.guidance
-    images = model.generate(cond, temperature=args.temperature, top_k=args.top_k, guidance=guidance,
-                            use_cache=not args.no_cache, generator=generator, batch_size=count, progress=True)
-    nrow = args.n if model.config.condition == "caption" and args.n > 1 else min(count, 10)
-    print(f"wrote {save_grid(images, model.config.levels, args.out, nrow=nrow)}")
+    images = model.generate(cond, temperature=args.temperature, top_k=args.top_k,
+                            guidance=stage_guidance(model, args.guidance), use_cache=not args.no_cache,
+                            generator=generator, batch_size=count, progress=True)
+    nrow = args.n if c.condition == "caption" and args.n > 1 else min(count, 10)
+    print(f"wrote {save_grid(images, c.levels, args.out, nrow=nrow)}")
     if args.gif:
-        print(f"wrote {save_generation_gif(images, model.config.levels, args.gif, nrow=nrow)}")
+        print(f"wrote {save_generation_gif(images, c.levels, args.gif, nrow=nrow)}")
 
 
+# ---------------------------------------------------------------- evaluate
 def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None = None,
                         batch_size: int = 250, device: str = "cpu", per_class: int | None = None,
                         guidance: list[float] | tuple[float, ...] = (1.0,), seed: int = 0,
@@ -243,9 +344,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
     guidance scale (sampling at `temperature`): conditional accuracy and Fréchet distance to the test set.
     Unconditional models are sampled only when `per_class` is given (Fréchet distance only). `model`: the
     checkpoint already loaded (it is moved to `device`), so the file is read once."""
-    limit = check_value("limit", limit, int, low=1, optional=True)
-    per_class = check_value("per_class", per_class, int, low=0, optional=True)
-    batch_size = check_value("batch_size", batch_size, int, low=1)
+    limit, per_class, batch_size = (FLAG_SPECS[k].check(k, v) for k, v in
+                                    (("limit", limit), ("per_class", per_class), ("batch_size", batch_size)))
     for g in guidance:
         check_sampling(temperature, guidance=g)
     device = pick_device(str(device))
@@ -274,30 +374,34 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", limit: int | None
     return result
 
 
-def evaluate_diffusion(model, label: str, per_class: int = 50, guidance=(3.0,), sr_guidance: float = 1.0,
-                       steps: int = 50, sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
+# --per-class for a diffusion model, which is judged on its samples alone (FLAG_SPECS' 0 skips sampling)
+DIFFUSION_PER_CLASS = Spec(int, 1, 1000, note="a diffusion model has no bits/dim here: it is judged on its samples")
+
+
+def evaluate_diffusion(model, label: str, per_class: int = 50, guidance: list | None = None, steps: int = 50,
+                       sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
                        threshold="static", seed: int = 0, progress: bool = False) -> dict:
     """The text2img protocol for a diffusion base model or the cascade (`per_class` samples per class, judged at
-    16 levels: accuracy, Fréchet distance, seconds per image) at each base guidance; for an SR stage alone, its
+    16 levels: accuracy, Fréchet distance, seconds per image) at each guidance; for an SR stage alone, its
     upsampling of the first 10*per_class real test images (judge, PSNR, sharpness; bicubic and the originals).
-    model: a Denoiser or a Cascade (`load_any`); label: what the result names as its checkpoint."""
+    model: a Denoiser or a Cascade (`load_any`); label: what the result names as its checkpoint; guidance: the
+    runs, each as `stage_guidance` gives it (a float, or (base, sr) for a cascade; default: its defaults)."""
     from .metrics import evaluate_diffusion_generation, evaluate_super_resolution
 
-    if per_class < 1:
-        raise ValueError(f"--per-class must be >= 1 for a diffusion model, got {per_class}")
+    per_class = DIFFUSION_PER_CLASS.check("per_class", per_class)
     judge = load_pretrained("classifier")
     reference = reference_features(judge, levels=16)
     common = {"sampler": sampler, "threshold": threshold}
     runs = []
-    for g in guidance:
+    for g in guidance or [stage_guidance(model)]:
         if isinstance(model, Cascade):
             run = evaluate_diffusion_generation(model, judge, per_class, seed, reference, progress=progress,
-                                                guidance=(g, sr_guidance), steps=(steps, sr_steps or steps),
+                                                guidance=g, steps=(steps, sr_steps or steps),
                                                 aug_level=aug_level, **common)
-            run.update(guidance=g, sr_guidance=sr_guidance, steps=steps, sr_steps=sr_steps or steps)
+            run.update(guidance=g[0], sr_guidance=g[1], steps=steps, sr_steps=sr_steps or steps)
         elif model.reads_lowres:
-            run = evaluate_super_resolution(model, judge, 10 * per_class, seed, aug_level=aug_level, steps=steps,
-                                            guidance=g, **common)
+            run = evaluate_super_resolution(model, judge, 10 * per_class, seed, reference=reference,
+                                            aug_level=aug_level, steps=steps, guidance=g, **common)
         else:
             run = evaluate_diffusion_generation(model, judge, per_class, seed, reference, progress=progress,
                                                 guidance=g, steps=steps, **common)
@@ -312,52 +416,81 @@ def evaluate_diffusion(model, label: str, per_class: int = 50, guidance=(3.0,), 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     _check_flags(args)
-    model = load_any(args.checkpoint, "cpu", args.sr_checkpoint)  # read once, whatever the family
+    device = pick_device(args.device)
+    model, label, _ = _load(args, device)  # read once, whatever the family
     if not isinstance(model, ImageTransformer):
-        label = args.checkpoint if args.sr_checkpoint is None else f"{args.checkpoint} + {args.sr_checkpoint}"
-        per_class = 50 if args.per_class is None else args.per_class
-        default = [DEFAULT_GUIDANCE[0]] if isinstance(model, Cascade) else [3.0]
-        sr_guidance = DEFAULT_GUIDANCE[1] if args.sr_guidance is None else args.sr_guidance
-        result = evaluate_diffusion(model, label, per_class, args.guidance or default,
-                                    sr_guidance, args.steps, args.sr_steps, args.aug_level, args.sampler,
-                                    args.threshold, args.seed, progress=not args.json)
-        print(json.dumps(result) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
-        return
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, args.device,
-                                 args.per_class, args.guidance or [1.0], args.seed, progress=not args.json,
-                                 temperature=args.temperature, model=model)
-    if args.json:
-        print(json.dumps(result))
+        guidance = [stage_guidance(model, g, args.sr_guidance) for g in args.guidance or [None]]
+        per_class = DIFFUSION_PER_CLASS.check("--per-class", 50 if args.per_class is None else args.per_class)
+        result = evaluate_diffusion(model, label, per_class, guidance,
+                                    args.steps, args.sr_steps, args.aug_level, args.sampler, args.threshold,
+                                    args.seed, progress=not args.json)
     else:
-        for key, value in result.items():
-            print(f"{key:>30}: {value}")
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.limit, args.batch_size, device,
+                                     args.per_class, args.guidance or [stage_guidance(model)], args.seed,
+                                     progress=not args.json, temperature=args.temperature, model=model)
+    print(json.dumps(result) if args.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+
+
+# ---------------------------------------------------------------- demo
+def demo_draw(model, captions: list[str], labels: torch.Tensor, judge, grid: Path, gif: Path | None, nrow: int,
+              seed: int, **sampling) -> float:
+    """Draw `captions` with a caption model of either family, write the grid (and the generation-order or
+    denoising GIF), and return the judge's accuracy (diffusion samples judged at 16 levels, as in evaluate)."""
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(model, ImageTransformer):
+        images, levels = model.generate(captions, generator=generator, progress=True, **sampling), model.config.levels
+    else:
+        trajectory = [] if gif else None
+        x = model.generate(captions, generator=generator, trajectory=trajectory, **sampling)
+        images, levels = quantize(x[:, 0].clamp(0, 1), 16), 16
+    scale = 8 if images.shape[-1] <= 14 else 4  # 14×14 drawn at the size of a 28×28 image at scale 4
+    print(f"wrote {save_grid(images, levels, grid, nrow=nrow, scale=scale)} "
+          f"(a row per class: {', '.join(captions[::nrow][:3])}, ...)")
+    if gif is not None and isinstance(model, ImageTransformer):
+        print(f"wrote {save_generation_gif(images, levels, gif, nrow=nrow, scale=scale)}")
+    elif gif is not None:
+        print(f"wrote {save_denoising_gif(trajectory, gif, nrow=nrow)}")
+    return classify_accuracy(judge, judge_input(images, levels), labels)
+
+
+def _demo_sampling(args: argparse.Namespace, model, label: str) -> tuple[dict, str]:
+    """The sampling arguments of the demo's model, and how to say them."""
+    if isinstance(model, ImageTransformer):
+        best_guidance, best_temperature = recommended_sampling(None if label == "text2img" else label)
+        guidance = best_guidance if args.guidance is None else args.guidance
+        temperature = best_temperature if args.temperature is None else args.temperature
+        return {"guidance": guidance, "temperature": temperature}, f"guidance {guidance:g}, temperature {temperature:g}"
+    guidance = stage_guidance(model, args.guidance)
+    said = " and ".join(f"{g:g}" for g in guidance) if isinstance(guidance, tuple) else f"{guidance:g}"
+    return {"guidance": guidance, "steps": args.steps}, f"DDIM {args.steps} steps per stage, guidance {said}"
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     _check_flags(args)
     if args.train:
+        tags = {"autoregressive", "captions", "conditional", "train"} | ({"diffusion_draw"} if args.cascade else set())
+        refuse_flags_that_do_not_apply(args, tags, "demo --train trains an autoregressive caption model")
         return demo_train(args)
+    label = args.checkpoint or "text2img"
+    model = load_any(label)
+    tags = model_tags(model) | {"draw"}
+    if args.cascade or "diffusion" in tags:
+        tags.add("diffusion_draw")
+    refuse_flags_that_do_not_apply(args, tags, describe(model, label))
+    if "captions" not in tags:
+        raise ValueError(f"the demo draws from captions, and {describe(model, label)}: give a caption model "
+                         f"(text2img, diffusion_base, cascade or a caption checkpoint)")
     out = Path(args.out)
-    source = args.checkpoint or "the shipped text2img checkpoint"
-    model = load_model(args.checkpoint) if args.checkpoint else load_pretrained("text2img")
-    if model.config.condition != "caption":
-        raise ValueError(f"the demo draws from captions; {source} reads {model.config.condition!r}")
-    judge = load_pretrained("classifier")
-    best_guidance, best_temperature = recommended_sampling(args.checkpoint)
-    guidance = args.guidance if args.guidance is not None else best_guidance
-    temperature = args.temperature if args.temperature is not None else best_temperature
     labels = torch.arange(10).repeat_interleave(args.columns)  # a row per class
     captions = [make_caption(int(k)) for k in labels]
-    print(f"Drawing {len(captions)} images ({args.columns} per class, guidance {guidance:g}, "
-          f"temperature {temperature:g}) with {source} "
-          f"({model.num_params():,} parameters, {model.config.image_size}×{model.config.image_size}, "
-          f"{model.config.levels} grey levels) on the CPU")
-    generator = torch.Generator().manual_seed(args.seed)
-    images = model.generate(captions, guidance=guidance, temperature=temperature, generator=generator, progress=True)
-    accuracy = classify_accuracy(judge, judge_input(images, model.config.levels), labels)
-    print(f"wrote {save_grid(images, model.config.levels, out / 'samples.png', nrow=args.columns)} "
-          f"(a row per class: {', '.join(captions[:: args.columns][:3])}, ...)")
-    print(f"wrote {save_generation_gif(images, model.config.levels, out / 'generation.gif', nrow=args.columns)}")
+    sampling, said = _demo_sampling(args, model, label)
+    c = model.config
+    print(f"Drawing {len(captions)} images ({args.columns} per class, {said}) with {label} "
+          f"({model.num_params():,} parameters, {c.image_size}×{c.image_size}"
+          f"{f', {c.levels} grey levels' if isinstance(model, ImageTransformer) else ''}) on the CPU")
+    judge = load_pretrained("classifier")
+    accuracy = demo_draw(model, captions, labels, judge, out / "samples.png", out / "generation.gif", args.columns,
+                         args.seed, **sampling)
     print(f"the judge classifier assigns {accuracy:.0%} of these images to the class their caption names")
     if args.cascade:
         demo_cascade(args, captions, labels, judge, out)
@@ -365,20 +498,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def demo_cascade(args: argparse.Namespace, captions: list[str], labels: torch.Tensor, judge, out: Path) -> None:
     """The same captions drawn by the diffusion cascade (Part II), judged the same way (16 levels)."""
-    import time
-
     cascade = load_pretrained("cascade")
     print(f"Drawing the same {len(captions)} captions with the diffusion cascade ({cascade.num_params():,} "
-          f"parameters: 14×14 base + 14→28 super-resolution, DDIM {args.steps_diffusion} steps per stage, "
+          f"parameters: 14×14 base + 14→28 super-resolution, DDIM {args.steps} steps per stage, "
           f"guidance {DEFAULT_GUIDANCE[0]:g} and {DEFAULT_GUIDANCE[1]:g})")
     start = time.perf_counter()
-    images = cascade.generate(captions, steps=args.steps_diffusion,
-                              generator=torch.Generator().manual_seed(args.seed))
-    seconds = time.perf_counter() - start
-    levels = quantize(images[:, 0].clamp(0, 1), 16)
-    accuracy = classify_accuracy(judge, judge_input(levels, 16), labels)
-    print(f"wrote {save_grid(levels, 16, out / 'samples_cascade.png', nrow=args.columns)} in {seconds:.0f} s")
-    print(f"the judge assigns {accuracy:.0%} of the cascade's images to the class their caption names")
+    accuracy = demo_draw(cascade, captions, labels, judge, out / "samples_cascade.png", None, args.columns,
+                         args.seed, steps=args.steps)
+    print(f"the judge assigns {accuracy:.0%} of the cascade's images to the class their caption names "
+          f"({time.perf_counter() - start:.0f} s)")
 
 
 def recommended_sampling(path: str | None) -> tuple[float, float]:
@@ -400,33 +528,51 @@ def demo_train(args: argparse.Namespace) -> None:
         run = out / f"run-{stamp}-{n}"
     # 14×14 so that two CPU cores learn recognisable shapes in about a minute (28×28 costs ~4× more per step).
     model_cfg = ModelConfig(image_size=14, levels=16, d_model=64, n_heads=4, n_layers=2, n_enc_layers=1)
-    train_cfg = TrainConfig(batch_size=32, steps=args.steps, max_minutes=args.minutes, lr=3e-3, warmup_steps=20,
-                            eval_every=0, log_every=10, ckpt_every=args.steps, seed=args.seed)
-    print(f"Training a tiny caption-to-image model (14×14 pixels, 16 levels) for {args.steps} steps on "
+    train_cfg = TrainConfig(batch_size=32, steps=args.train_steps, max_minutes=args.minutes, lr=3e-3,
+                            warmup_steps=20, eval_every=0, log_every=10, ckpt_every=args.train_steps, seed=args.seed)
+    print(f"Training a tiny caption-to-image model (14×14 pixels, 16 levels) for {args.train_steps} steps on "
           f"{'the GPU' if torch.cuda.is_available() else 'the CPU'} (stops after {args.minutes} min at most)")
     print(f"checkpoint and log go to {run}")
-    summary = train(model_cfg, train_cfg, run)
+    try:
+        summary = train(model_cfg, train_cfg, run)
+    except TrainingInterrupted:  # its advice (--resume) is the train command's; say what works from here
+        kept = run / "checkpoint.pt"
+        raise TrainingInterrupted(
+            f"demo --train stopped; its checkpoint is kept in {kept}: draw from it with `python -m imagen_tutorial "
+            f"demo --checkpoint {kept}`, or train it further with `python -m imagen_tutorial train --out {run} "
+            f"--resume`" if kept.is_file() else "demo --train stopped before its first checkpoint; nothing is "
+            "kept: run it again") from None
     print(f"train bits/dim after {summary['step']} steps: {summary['train_bpd']:.3f} (knowing nothing: 4.000)")
     model = load_model(run / "checkpoint.pt")
-    captions = [make_caption(k) for k in range(10) for _ in range(args.columns)]  # a row per class
-    generator = torch.Generator().manual_seed(args.seed)
-    guidance = args.guidance if args.guidance is not None else 2.0
-    images = model.generate(captions, generator=generator, guidance=guidance, progress=True)
-    scale = 8  # 14×14 drawn at the size of a 28×28 image at scale 4
-    grid = save_grid(images, model.config.levels, out / "samples.png", nrow=args.columns, scale=scale)
-    print(f"wrote {grid} (a row per class: {', '.join(captions[:: args.columns][:3])}, ...)")
-    gif = save_generation_gif(images, model.config.levels, out / "generation.gif", nrow=args.columns, scale=scale)
-    print(f"wrote {gif}")
+    labels = torch.arange(10).repeat_interleave(args.columns)  # a row per class
+    captions = [make_caption(int(k)) for k in labels]
+    judge = load_pretrained("classifier")
+    guidance = 2.0 if args.guidance is None else args.guidance
+    temperature = 1.0 if args.temperature is None else args.temperature
+    accuracy = demo_draw(model, captions, labels, judge, out / "samples.png", out / "generation.gif", args.columns,
+                         args.seed, guidance=guidance, temperature=temperature)
+    print(f"the judge classifier assigns {accuracy:.0%} of these images to the class their caption names")
+    if args.cascade:
+        demo_cascade(args, captions, labels, judge, out)
+
+
+# ---------------------------------------------------------------- the parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line and a pointer to --help, instead of the whole usage block first."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("diffusion models and the cascade (--checkpoint cascade, diffusion_base, a file)")
     group.add_argument("--sr-checkpoint", help="with a diffusion base --checkpoint: the SR stage, making a cascade")
     group.add_argument("--steps", type=int, default=50, help="sampler steps (the base stage's, in a cascade)")
-    group.add_argument("--sr-steps", type=int, default=None, help="the SR stage's steps (default: --steps)")
+    group.add_argument("--sr-steps", type=int, default=None, help="the cascade's SR stage's steps (default: --steps)")
     group.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     group.add_argument("--sr-guidance", type=float, default=None,
-                       help=f"the SR stage's guidance (default {DEFAULT_GUIDANCE[1]:g})")
+                       help=f"the cascade's SR stage's guidance (default {DEFAULT_GUIDANCE[1]:g}); an SR stage alone "
+                            f"takes --guidance")
     group.add_argument("--aug-level", type=float, default=0.2,
                        help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
     group.add_argument("--threshold", type=_threshold, default="static",
@@ -434,9 +580,14 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
                             "thresholding percentile (Imagen's: 0.995) or 'none'")
 
 
+GUIDANCE_HELP = (f"classifier-free guidance (1 = none) of the model in hand: an SR stage alone too, the base stage "
+                 f"of a cascade; default 1 (autoregressive), 3 (a diffusion base or SR stage alone), "
+                 f"{DEFAULT_GUIDANCE[0]:g} (a cascade's base)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m imagen_tutorial", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m imagen_tutorial", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (flags or --config file)")
@@ -448,11 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw images from a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a shipped name (text2img, cascade, ...)")
     p.add_argument("--caption", action="append", default=[], help="repeatable; default: one per class")
     p.add_argument("--n", type=int, default=1, help="images per caption (or in all, for other conditions)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (1 = none; default 1, or 3 for a diffusion base stage)")
+    p.add_argument("--guidance", type=float, default=None, help=GUIDANCE_HELP)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -464,14 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint, and the judge's verdict on its samples")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a shipped name (text2img, cascade, ...)")
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--limit", type=int, default=None, help="first N images of the split (file order)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--per-class", type=int, default=None,
                    help="samples per class judged by the classifier (default 50 for conditional models; 0 skips)")
     p.add_argument("--guidance", type=float, action="append", default=[],
-                   help="classifier-free guidance for those samples; repeat to sweep (default 1)")
+                   help=GUIDANCE_HELP + "; repeat to sweep")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for those samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -486,18 +636,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the shipped model's tuned value)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature (default: the shipped model's tuned value)")
-    p.add_argument("--checkpoint", help="draw from this caption checkpoint instead of the shipped one")
+                   help="sampling temperature of an autoregressive model (default: the shipped model's tuned value)")
+    p.add_argument("--checkpoint", help="draw from this caption model instead (a file, or text2img, diffusion_base, "
+                                        "cascade)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cascade", action="store_true",
                    help="also draw the same captions with the diffusion cascade (Part II) and judge them alike")
-    p.add_argument("--steps-diffusion", type=int, default=25, help="with --cascade: DDIM steps per stage")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps per stage of a diffusion model (and --cascade)")
     p.add_argument("--train", action="store_true",
                    help="train a 14×14 model from scratch for about a minute and draw from it instead")
-    p.add_argument("--steps", type=int, default=450, help="with --train: optimizer steps")
+    p.add_argument("--train-steps", type=int, default=450, help="with --train: optimizer steps")
     p.add_argument("--minutes", type=float, default=2.0, help="with --train: stop training after this long")
     p.set_defaults(func=cmd_demo)
+    for command in _subparsers(parser)[1:]:  # every documented maximum in --help (train's: _add_config_flags)
+        for action in command._actions:
+            if action.dest in FLAG_SPECS and action.option_strings:
+                action.help = f"{action.help + '; ' if action.help else ''}{FLAG_SPECS[action.dest].allowed()}"
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The flags typed on the command line, by dest (their defaults do not count): argv parsed again with every
+    default suppressed, so abbreviations and --flag=value are read as argparse reads them."""
+    parser = build_parser()
+    for command in _subparsers(parser):
+        for action in command._actions:
+            action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "func"}
 
 
 def _one_line(error: BaseException) -> str:
@@ -509,7 +678,9 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Every error a person can cause (a bad flag, config, checkpoint or path; divergence;
     Ctrl-C) prints one line on stderr: exit code 2, or 130 for Ctrl-C. Argparse's own errors also exit 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.given = given_flags(argv)
     out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     try:
         args.func(args)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from . import diffusion
+from .config import check_sampling_args
 from .denoiser import Denoiser
 
 # The cascade's guidance (base, SR) unless told otherwise: the best Fréchet distance measured, with near-best judge
@@ -40,7 +41,8 @@ class Cascade(nn.Module):
         for stage, model, condition in (("base", base, "caption"), ("sr", sr, "caption_lowres")):
             if not isinstance(model, Denoiser):
                 raise ValueError(f"the cascade's {stage} stage must be a diffusion model (Denoiser), not "
-                                 f"{type(model).__name__}: load it with load_pretrained('diffusion_{stage}')")
+                                 f"{type(model).__name__}: pick a diffusion checkpoint, such as the shipped "
+                                 f"'diffusion_{stage}'")
             if model.config.condition != condition:
                 raise ValueError(f"the cascade's {stage} stage must read condition={condition!r}; this model reads "
                                  f"{model.config.condition!r}")
@@ -73,6 +75,9 @@ class Cascade(nn.Module):
         receives (x_t, x̂₀) at every step of the base stage, then of the SR stage."""
         guidance, steps = _pair(self.guidance if guidance is None else guidance, "guidance"), _pair(steps, "steps")
         sampler, threshold = _pair(sampler, "sampler"), _pair(threshold, "threshold")
+        for stage in (0, 1):  # both stages' arguments before the base stage spends its time sampling
+            check_sampling_args(steps=steps[stage], guidance=guidance[stage], sampler=sampler[stage],
+                                threshold=threshold[stage], **({"aug_level": aug_level} if stage else {}))
         low = self.base.generate(captions, steps=steps[0], guidance=guidance[0], sampler=sampler[0],
                                  threshold=threshold[0], generator=generator, trajectory=trajectory)
         high = self.sr.generate(captions, lowres=low, aug_level=aug_level, steps=steps[1], guidance=guidance[1],

@@ -188,6 +188,16 @@ def build_model(config: ModelConfig) -> ImageTransformer | Denoiser:
     return Denoiser(config) if config.family == "diffusion" else ImageTransformer(config)
 
 
+def check_finite_weights(weights: dict[str, torch.Tensor], source: str,
+                         consequence: str = "it cannot score or draw images") -> None:
+    """Refuse weights holding NaN or inf (saved by a run that diverged before saves checked their weights)."""
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{source} holds NaN or inf weights ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}), so {consequence}: use an earlier checkpoint "
+                              f"or retrain with a lower lr")
+
+
 def model_from_state(state: dict, source: str = "the checkpoint",
                      family: str | None = None) -> ImageTransformer | Denoiser:
     """Build the model a checkpoint dict describes and load its weights (fp16-stored weights come back fp32).
@@ -212,11 +222,7 @@ def model_from_state(state: dict, source: str = "the checkpoint",
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{source} does not match its own config ({str(error)[:300]})") from None
-    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if broken:  # saved by a run that diverged before saves checked their weights
-        raise CheckpointError(f"{source} holds NaN or inf weights ({', '.join(broken[:3])}"
-                              f"{', ...' if len(broken) > 3 else ''}), so it cannot score or draw images: use an "
-                              f"earlier checkpoint or retrain with a lower lr")
+    check_finite_weights(weights, source)
     return model
 
 

@@ -22,6 +22,13 @@ PREDICTIONS = ("eps", "v")
 VOCABULARIES = ("classes", "scenes")
 TEXT_ENCODERS = ("cross", "pooled", "bow")
 
+# Upper bounds on counts, so that a typo (`--steps 1000000000`) is refused at once instead of running for hours or
+# failing deep inside torch. `--help` and every error message show them.
+MAX_SAMPLING_STEPS = 1000  # per sampler stage: DDPM's discrete schedule has 1000
+MAX_IMAGES = 10_000  # images in one generate call (the test split's size)
+MAX_TRAINING_STEPS = 10_000_000
+MAX_SEED = 2**32 - 1
+
 
 def _fail(message: str) -> None:
     raise ValueError(message)
@@ -142,6 +149,13 @@ class Spec:
     item: Spec | None = None
     note: str = ""
     optional: bool = False
+
+    def allowed(self) -> str:
+        """What the field accepts, in words ("1..1000", "a number in [0, 1]"), as `--help` shows it."""
+        if self.kind is tuple and self.item is not None:
+            return f"{self.length or 'some'} values, each {self.item.allowed()}"
+        words = _allowed(self.kind, self.low, self.high, self.low_open, self.high_open, self.choices)
+        return words.removeprefix("use ")
 
     def check(self, name: str, value: Any) -> Any:
         return check_value(name, value, self.kind, low=self.low, high=self.high, low_open=self.low_open,
@@ -325,29 +339,29 @@ class TrainConfig(_DictMixin):
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
     SPECS: ClassVar[dict[str, Spec]] = {
-        "batch_size": Spec(int, 1),
-        "steps": Spec(int, 1),
+        "batch_size": Spec(int, 1, 60_000, note="the training split has 60,000 images"),
+        "steps": Spec(int, 1, MAX_TRAINING_STEPS),
         "max_minutes": Spec(float, 0, note="0 = no limit"),
         "schedule": Spec(str, choices=("steps", "time"), note="steps: the cosine ends at `steps`; time: at "
                                                               "max_minutes"),
         "lr": Spec(float, 0, low_open=True),
         "min_lr_ratio": Spec(float, 0, 1),
-        "warmup_steps": Spec(int, 0),
+        "warmup_steps": Spec(int, 0, MAX_TRAINING_STEPS),
         "weight_decay": Spec(float, 0),
         "betas": Spec(tuple, length=2, item=Spec(float, 0, 1, high_open=True), note="e.g. [0.9, 0.95]"),
         "grad_clip": Spec(float, 0, note="0 turns clipping off"),
-        "accum_steps": Spec(int, 1),
+        "accum_steps": Spec(int, 1, 1024),
         "cond_dropout": Spec(float, 0, 1, high_open=True),
-        "crop_padding": Spec(int, 0),
+        "crop_padding": Spec(int, 0, 16, note="a few pixels; 0 turns the random crop off"),
         "hflip": Spec(float, 0, 1),
         "precision": Spec(str, choices=("auto", "fp32", "bf16", "fp16")),
         "compile": Spec(bool),
         "device": Spec("device"),
-        "seed": Spec(int, 0),
-        "log_every": Spec(int, 1),
-        "eval_every": Spec(int, 0, note="0 turns the periodic evaluation off"),
+        "seed": Spec(int, 0, MAX_SEED),
+        "log_every": Spec(int, 1, MAX_TRAINING_STEPS),
+        "eval_every": Spec(int, 0, MAX_TRAINING_STEPS, note="0 turns the periodic evaluation off"),
         "eval_images": Spec(int, 1, 10_000, note="the test split has 10,000 images; eval_every=0 turns evaluation off"),
-        "ckpt_every": Spec(int, 1, note="a final checkpoint is always written as well"),
+        "ckpt_every": Spec(int, 1, MAX_TRAINING_STEPS, note="a final checkpoint is always written as well"),
         "ckpt_minutes": Spec(float, 0, note="0 = off"),
         "train_images": Spec(int, 0, 60_000, note="0 = all 60,000"),
         "ema_decay": Spec(float, 0, 1, high_open=True, note="0 turns it off; 0.999 for diffusion"),
@@ -366,3 +380,25 @@ class TrainConfig(_DictMixin):
             _fail(f"batch_size={self.batch_size} must be divisible by accum_steps={self.accum_steps}")
         if self.schedule == "time" and self.max_minutes <= 0:
             _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
+
+
+# What the samplers of both families accept, checked by `check_sampling_args` for the Python API and, under their
+# flag names, by the command line: one table, so a range or a note is written once.
+SAMPLING_SPECS: dict[str, Spec] = {
+    "temperature": Spec(float, 0, note="0 picks the most likely level; 1 draws from the model's distribution"),
+    "top_k": Spec(int, 1, 256, optional=True, note="None keeps every level"),
+    "guidance": Spec(float, 0, 100, note="1 is plain conditional sampling, 0 unconditional; 2 to 5 is typical"),
+    "steps": Spec(int, 1, MAX_SAMPLING_STEPS, note="50 DDIM steps is a good default; 25 is nearly as good"),
+    "sampler": Spec(str, choices=("ddim", "ddpm"), note="ddim is deterministic, ddpm ancestral"),
+    "threshold": Spec(float, 0, 1, low_open=True, optional=True,
+                      note="a percentile for dynamic thresholding, Imagen's is 0.995; or 'static' or None"),
+    "aug_level": Spec(float, 0, 1, note="0 = the low-res image as given"),
+    "batch_size": Spec(int, 1, MAX_IMAGES, optional=True, note="images drawn in one call"),
+}
+
+
+def check_sampling_args(**values: Any) -> dict[str, Any]:
+    """Check sampling arguments by name against SAMPLING_SPECS and return them in their canonical types, e.g.
+    check_sampling_args(steps=50, guidance=3) -> {"steps": 50, "guidance": 3.0}. threshold also takes "static"."""
+    return {name: value if name == "threshold" and value == "static" else SAMPLING_SPECS[name].check(name, value)
+            for name, value in values.items()}

@@ -18,17 +18,19 @@ from torch import Tensor, nn
 
 from . import diffusion
 from .blocks import DecoderBlock
-from .config import ModelConfig, check_value
+from .config import ModelConfig, check_sampling_args
 from .encoder import BagOfWords, TextEncoder, drop_captions
-from .model import ImageTransformer
+from .model import ImageTransformer, batch_of, check_generator
 from .text import Tokenizer
 
 
 def time_features(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal features of t in [0, 1] (scaled by 1000, as for discrete steps): [B] -> [B, dim]."""
-    freqs = torch.exp(-math.log(10_000) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    """Sinusoidal features of t in [0, 1] (scaled by 1000, as for discrete steps): [B] -> [B, dim] (an odd dim
+    drops the last cosine)."""
+    half = (dim + 1) // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
     angles = 1000 * t.float()[:, None] * freqs
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)[:, :dim]
 
 
 def _mlp(d: int) -> nn.Sequential:
@@ -41,6 +43,9 @@ class Denoiser(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if not isinstance(config, ModelConfig) or config.family != "diffusion":
+            raise ValueError(f"Denoiser builds the diffusion family; got {config!r:.80}: pass "
+                             f"ModelConfig(family='diffusion', ...) (build_model(config) picks by family)")
         self.config = c = config
         self.tokenizer = Tokenizer(c.vocabulary)
         self.reads_caption = c.condition in ("caption", "caption_lowres")
@@ -174,10 +179,17 @@ class Denoiser(nn.Module):
         return diffusion.noise_augment(up, aug_level, generator)
 
     def loss(self, images: Tensor, cond=None, drop: Tensor | None = None, lowres: Tensor | None = None,
-             aug_max: float = 0.5, net: nn.Module | None = None) -> Tensor:
+             aug_max: float = 0.5, net: nn.Module | None = None, check: bool = True) -> Tensor:
         """The training loss (a scalar) for float images [B, 1, H, W] in [0, 1]. The SR stage reads `lowres`
         (default: the images area-downsampled to cond_size) noise-augmented at a level drawn from U(0, aug_max).
-        `net` is what to call (the Trainer passes its compiled / DDP-wrapped copy of this model)."""
+        `net` is what to call (the Trainer passes its compiled / DDP-wrapped copy of this model, and check=False:
+        its batches are already valid, and checking values on a GPU would wait for it at every step)."""
+        if check:
+            images = self.check_image(images, self.config.image_shape, "images")
+            cond = self.prepare_captions(cond, images.size(0))
+            if lowres is not None and not self.reads_lowres:
+                raise ValueError("this model is not a super-resolution stage: drop lowres")
+            lowres = None if lowres is None else self.check_image(lowres, self.config.cond_shape, "lowres")
         x0 = 2 * images - 1
         extra = {"cond": cond, "drop": drop}
         if self.reads_lowres:
@@ -202,23 +214,26 @@ class Denoiser(nn.Module):
         best on this data), a percentile for Imagen's dynamic thresholding (0.995), or None.
         trajectory: a list that receives (x_t, x̂₀) in [-1, 1] at every step."""
         c = self.config
-        _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size)
-        tokens = self.prepare_captions(captions)
-        B = tokens.size(0) if tokens is not None else (lowres.size(0) if lowres is not None else batch_size)
-        if B is None:
-            raise ValueError("an unconditional model needs batch_size to know how many images to draw")
-        if tokens is not None and lowres is not None and lowres.size(0) != B:
-            raise ValueError(f"{B} captions but {lowres.size(0)} low-res images: give one caption per image")
-        cond_kw = {}
+        check_sampling_args(steps=steps, guidance=guidance, sampler=sampler, threshold=threshold,
+                            aug_level=aug_level, batch_size=batch_size)
+        check_generator(generator, self.device)
+        if trajectory is not None and not isinstance(trajectory, list):
+            raise ValueError(f"trajectory must be a list, which receives (x_t, x̂₀) at every step, or None; got "
+                             f"{type(trajectory).__name__}: pass trajectory=[]")
         if self.reads_lowres:
             if lowres is None:
                 raise ValueError(f"the super-resolution stage needs lowres=[B, 1, {c.cond_shape[0]}, "
                                  f"{c.cond_shape[1]}] images in [0, 1] (e.g. the base model's samples)")
             lowres = self.check_image(lowres, c.cond_shape, "lowres")
-            level = torch.full((B,), float(aug_level), device=self.device)
-            cond_kw = {"lowres": self.lowres_input(lowres, level, generator), "aug_level": level}
         elif lowres is not None:
             raise ValueError("this model is not a super-resolution stage: drop lowres")
+        tokens = self.prepare_captions(captions)
+        B = batch_of(batch_size, captions=tokens.size(0) if tokens is not None else None,
+                     lowres=lowres.size(0) if lowres is not None else None)
+        cond_kw = {}
+        if self.reads_lowres:
+            level = torch.full((B,), float(aug_level), device=self.device)
+            cond_kw = {"lowres": self.lowres_input(lowres, level, generator), "aug_level": level}
         was_training = self.training
         self.eval()
         try:
@@ -242,14 +257,3 @@ class Denoiser(nn.Module):
             self.train(was_training)
         return (x + 1) / 2
 
-
-def _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size) -> None:
-    """The sampling arguments, through the one validation path (config.check_value) with what to pass instead."""
-    check_value("steps", steps, int, low=1, note="50 DDIM steps is a good default; 25 is nearly as good")
-    check_value("guidance", guidance, float, low=0, high=100, note="1 is plain conditional, 0 unconditional")
-    check_value("sampler", sampler, str, choices=("ddim", "ddpm"), note="ddim is deterministic, ddpm ancestral")
-    if threshold not in (None, "static"):
-        check_value("threshold", threshold, float, low=0, high=1, low_open=True,
-                    note="a percentile for dynamic thresholding, Imagen's is 0.995; or 'static' or None")
-    check_value("aug_level", aug_level, float, low=0, high=1, note="0 = the low-res image as given")
-    check_value("batch_size", batch_size, int, low=1, optional=True)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .config import SAMPLING_SPECS
+
 Denoise = Callable[[Tensor, Tensor], Tensor]  # (x_t [B, C, H, W], t [B]) -> the network's prediction
 
 
@@ -34,18 +36,43 @@ def _expand(v: Tensor, like: Tensor) -> Tensor:  # (B,) -> (B, 1, 1, 1)
     return v.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
-def q_sample(x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-    """The forward process: x_t = α(t)·x₀ + σ(t)·ε, for x₀ and ε [B, C, H, W] and t [B]."""
+def q_sample(x0: Tensor, t: Tensor, noise: Tensor, check: bool = True) -> Tensor:
+    """The forward process: x_t = α(t)·x₀ + σ(t)·ε, for x₀ and ε [B, C, H, W] and t [B] in [0, 1].
+    check=False skips checking the inputs (the loss and the samplers, whose t and ε are their own)."""
+    if check:
+        check_forward_inputs(x0, t, noise)
     alpha, sigma = alpha_sigma(t)
     return _expand(alpha, x0) * x0 + _expand(sigma, x0) * noise
+
+
+def check_forward_inputs(x0: Tensor, t: Tensor, noise: Tensor, name: str = "t") -> None:
+    """Refuse what q_sample cannot noise: x₀ and ε float tensors of one shape [B, ...], t a float tensor [B] of
+    finite times in [0, 1] (t = 2 would give −x₀: α = cos(π) = −1)."""
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.dim() < 1:
+        got = f"{x0.dtype} {list(x0.shape)}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a float tensor [B, C, H, W] in [-1, 1]; got {got}")
+    if not isinstance(noise, Tensor) or not noise.is_floating_point() or noise.shape != x0.shape:
+        got = f"{noise.dtype} {list(noise.shape)}" if isinstance(noise, Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a float tensor shaped like x0 {list(x0.shape)}, e.g. torch.randn_like(x0); "
+                         f"got {got}")
+    B = x0.size(0)
+    if not isinstance(t, Tensor) or not t.is_floating_point() or t.shape != (B,):
+        got = f"{t.dtype} {list(t.shape)}" if isinstance(t, Tensor) else f"{type(t).__name__} {t!r:.20}"
+        raise ValueError(f"{name} must be a float tensor [B={B}], one time in [0, 1] per image, e.g. "
+                         f"torch.full(({B},), 0.5); got {got}")
+    if t.numel() and not (torch.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
+        bad = t[~(torch.isfinite(t) & (t >= 0) & (t <= 1))]
+        raise ValueError(f"{name} must hold times in [0, 1] (0 is the image, 1 pure noise); got {bad[0].item():g}")
 
 
 def noise_augment(lowres: Tensor, level: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
     """Noise conditioning augmentation (Imagen §2.4, "robust cascaded diffusion models"): corrupt a low-res image
     [B, C, h, w] in [-1, 1] by the same forward process at `level` (a float or [B]); level 0 returns the input."""
-    level = torch.as_tensor(level, dtype=torch.float32).expand(lowres.size(0))
+    if not isinstance(level, Tensor):  # a tensor of levels comes from the loss or generate, which checked them
+        level = SAMPLING_SPECS["aug_level"].check("level", level)
+    level = torch.as_tensor(level, dtype=torch.float32, device=lowres.device).expand(lowres.size(0))
     noise = torch.randn(lowres.shape, generator=generator, device=lowres.device)
-    return q_sample(lowres, level, noise)
+    return q_sample(lowres, level, noise, check=False)
 
 
 # ---------------------------------------------------------------- what the network predicts
@@ -71,7 +98,7 @@ def diffusion_loss(net: Callable[..., Tensor], x0: Tensor, prediction: str, **co
     the mean squared error (a scalar). `cond` goes to `net(x_t, t, **cond)` unchanged."""
     t = torch.rand(x0.size(0), device=x0.device)
     noise = torch.randn_like(x0)
-    pred = net(q_sample(x0, t, noise), t, **cond)
+    pred = net(q_sample(x0, t, noise, check=False), t, **cond)
     return (pred.float() - target(x0, noise, t, prediction)).pow(2).mean()
 
 

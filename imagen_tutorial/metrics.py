@@ -343,7 +343,7 @@ def diffusion_samples(model, captions: list[str], seed: int = 0, chunk: int = 10
     generator, and the seconds per image that took. `lowres` [N, 1, s, s]: the SR stage's inputs."""
     import time
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)  # where the model samples
     out, start = [], time.perf_counter()
     starts = range(0, len(captions), chunk)
     if progress:
@@ -368,10 +368,13 @@ def evaluate_diffusion_generation(model, judge: Judge, per_class: int = 50, seed
 
 
 def evaluate_super_resolution(sr, judge: Judge, n: int = 500, seed: int = 0, levels: int = 16,
-                              lowres: Tensor | None = None, **sampling) -> dict:
+                              lowres: Tensor | None = None, reference: Tensor | None = None, **sampling) -> dict:
     """The SR stage on the first `n` official test images: area-downsampled to its input size (or `lowres`
     given, e.g. the base model's samples), upsampled by the model, judged at `levels` against the labels, with
-    PSNR and sharpness against the originals. Bicubic and the originals are measured on the same images."""
+    PSNR and sharpness against the originals. Bicubic and the originals are measured on the same images.
+    `reference`: the test set's judge features at `levels` (computed once here if not given)."""
+    if reference is None:
+        reference = reference_features(judge, levels=levels)
     test, labels = load_fashion_mnist("test")
     test, labels = to_float(test[:n]), labels[:n]
     if lowres is None:
@@ -381,7 +384,7 @@ def evaluate_super_resolution(sr, judge: Judge, n: int = 500, seed: int = 0, lev
     bicubic = F.interpolate(lowres, size=sr.config.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
 
     def row(x: Tensor) -> dict:
-        judged = judge_float_images(judge, x, labels, levels)
+        judged = judge_float_images(judge, x, labels, levels, reference)
         return {"accuracy": judged["accuracy"], "frechet_distance": judged["frechet_distance"],
                 "psnr_db": psnr(x, test).mean().item(), "sharpness": sharpness(x).mean().item()}
     return {**sampling, "images": n, "seconds_per_image": seconds, "sr": row(images), "bicubic": row(bicubic),

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig, check_value
+from .config import ModelConfig, check_sampling_args
 from .decoder import PixelDecoder
 from .encoder import ImageEncoder, TextEncoder, drop_captions
 from .text import Tokenizer
@@ -24,14 +24,33 @@ Condition = Tensor | str | list[str] | None
 def check_sampling(temperature: float = 1.0, top_k: int | None = None, guidance: float = 1.0,
                    batch_size: int | None = None) -> tuple[float, int | None, float]:
     """Refuse sampling arguments that would draw noise or fail deep inside torch; (temperature, top_k, guidance)
-    back as float, int or None, float. Shared by `generate`, the diffusion samplers and the command line."""
-    temperature = check_value("temperature", temperature, float, low=0,
-                              note="0 picks the most likely level; 1 draws from the model's distribution")
-    top_k = check_value("top_k", top_k, int, low=1, optional=True, note="None keeps every level")
-    guidance = check_value("guidance", guidance, float, low=0, high=100,
-                           note="1 is plain conditional sampling, 0 unconditional; 2 to 5 is typical")
-    check_value("batch_size", batch_size, int, low=1, optional=True)
-    return temperature, top_k, guidance
+    back as float, int or None, float. The ranges are config.SAMPLING_SPECS, which the command line checks too."""
+    checked = check_sampling_args(temperature=temperature, top_k=top_k, guidance=guidance, batch_size=batch_size)
+    return checked["temperature"], checked["top_k"], checked["guidance"]
+
+
+def check_generator(generator, device: torch.device) -> None:
+    """A sampler's `generator`: None or a torch.Generator on the model's device, or a ValueError saying what to pass."""
+    if generator is not None and (not isinstance(generator, torch.Generator) or
+                                  generator.device.type != device.type):
+        got = f"one on {generator.device}" if isinstance(generator, torch.Generator) else \
+            f"{type(generator).__name__} {generator!r:.40}"
+        raise ValueError(f"generator must be a torch.Generator on the model's device ({device}), e.g. "
+                         f"torch.Generator({str(device)!r}).manual_seed(0), or None; got {got}")
+
+
+def batch_of(batch_size: int | None, **sizes: int | None) -> int:
+    """The one batch size of a generate call: `batch_size` and the batch of each input given (captions=3,
+    lowres=3, prefix=3; None for those not given) must agree. Refuses a disagreement, naming the sizes, and a
+    batch beyond config.MAX_IMAGES."""
+    given = {name: size for name, size in {**sizes, "batch_size": batch_size}.items() if size is not None}
+    if not given:
+        raise ValueError("an unconditional model needs batch_size to know how many images to draw")
+    if len(set(given.values())) > 1:
+        raise ValueError(f"the batch sizes disagree ({', '.join(f'{k}: {v}' for k, v in given.items())}): give one "
+                         f"row of each input per image; batch_size only says how many images an unconditional model "
+                         f"draws")
+    return check_sampling_args(batch_size=next(iter(given.values())))["batch_size"]
 
 
 def guided_logits(cond_logits: Tensor, uncond_logits: Tensor, guidance: float) -> Tensor:
@@ -43,6 +62,9 @@ def guided_logits(cond_logits: Tensor, uncond_logits: Tensor, guidance: float) -
 class ImageTransformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if not isinstance(config, ModelConfig) or config.family != "autoregressive":
+            raise ValueError(f"ImageTransformer builds the autoregressive family; got {config!r:.80}: pass "
+                             f"ModelConfig(family='autoregressive', ...) (build_model(config) picks by family)")
         self.config = c = config
         self.tokenizer = Tokenizer()
         if c.condition == "caption":
@@ -202,19 +224,14 @@ class ImageTransformer(nn.Module):
 
     def _generate(self, cond, temperature, top_k, guidance, prefix, use_cache, generator, batch_size, progress):
         c, device = self.config, self.decoder.head.weight.device
-        if generator is not None and (not isinstance(generator, torch.Generator) or
-                                      generator.device.type != device.type):
-            got = f"one on {generator.device}" if isinstance(generator, torch.Generator) else type(generator).__name__
-            raise ValueError(f"generator must be a torch.Generator on the model's device ({device}), e.g. "
-                             f"torch.Generator({str(device)!r}).manual_seed(0); got {got}")
+        check_generator(generator, device)
         cond = self.prepare_condition(cond)
         if prefix is not None and (not isinstance(prefix, Tensor) or prefix.dim() != 2):
             got = list(prefix.shape) if isinstance(prefix, Tensor) else type(prefix).__name__
             raise ValueError(f"prefix must be a LongTensor [B, n] of levels, the first n pixels of each image in "
                              f"raster order; got {got} (flatten images with .flatten(1)[:, :n])")
-        B = cond.size(0) if cond is not None else (prefix.size(0) if prefix is not None else batch_size)
-        if B is None:
-            raise ValueError("an unconditional model needs batch_size (or a prefix) to know how many images")
+        B = batch_of(batch_size, cond=cond.size(0) if cond is not None else None,
+                     prefix=prefix.size(0) if prefix is not None else None)
         memory, mask = self.encode(cond)
         extra = self.pixel_features(cond)  # (B, T, d) or None
         guided = guidance != 1.0 and memory is not None

@@ -6,6 +6,7 @@ partial copy or an edited file is caught with a message instead of producing odd
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,14 @@ def read_manifest(root: str | Path | None = None) -> dict[str, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; restore it with `git checkout -- data/checkpoints`")
     return json.loads(path.read_text())["checkpoints"]
+
+
+def unknown_name(name: str, root: str | Path | None = None) -> str:
+    """What to say about a name that is no shipped checkpoint's: the closest names, then all of them."""
+    names = sorted(read_manifest(root))
+    close = difflib.get_close_matches(str(name), names, 2, cutoff=0.6)
+    guess = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    return f"{guess}The shipped checkpoints are {', '.join(names)}"
 
 
 def shipped_state(name: str, root: str | Path | None = None) -> dict:
@@ -64,8 +73,7 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | P
         return Cascade(load_pretrained(base, device, root), load_pretrained(sr, device, root),
                        guidance=manifest[name].get("default_guidance", DEFAULT_GUIDANCE))
     if name not in manifest:
-        have = ", ".join(sorted(manifest)) or "none yet"
-        raise ValueError(f"no shipped checkpoint is called {name!r}; available: {have}. "
+        raise ValueError(f"no shipped checkpoint is called {name!r}; {unknown_name(name, root)}. "
                          f"To use your own, call imagen_tutorial.load_model(path).")
     state = shipped_state(name, root)
     if state.get("kind") == "judge":

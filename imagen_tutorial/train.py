@@ -29,6 +29,7 @@ from .checkpoint import (
     CheckpointError,
     build_model,
     check_config,
+    check_finite_weights,
     load_checkpoint,
     model_from_state,
     save_checkpoint,
@@ -47,7 +48,7 @@ from .data import (
 from .grader import GRID_TWINS, twin_probe
 from .metrics import dataset_bits_per_dim, diffusion_test_loss
 from .scenes import Wardrobe
-from .viz import save_grid
+from .viz import check_writable_folder, save_grid
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense
 
@@ -202,9 +203,15 @@ class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                  data: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.model_cfg, self.cfg, self.out = model_cfg, cfg, Path(out_dir)
+        # the folder's problems now, not at the first save after minutes of training
+        check_writable_folder(self.out, files=("checkpoint.pt", "log.jsonl"), target=f"the run's files into {self.out}")
         if not resume and (self.out / "checkpoint.pt").exists():
             raise FileExistsError(f"{self.out} already holds a checkpoint.pt; continue it with resume=True "
                                   f"(--resume) or train into another folder (--out), so nothing saved is lost")
+        if resume and not (self.out / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"nothing to resume: {self.out} holds no checkpoint.pt; start a new run there "
+                                    f"without resume (--resume), or give the folder of the run to continue (--out)")
+        self.resumed, self.start_step = resume, 0  # the step this run starts from (see log())
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = pick_device(cfg.device)
@@ -320,12 +327,15 @@ class Trainer:
     def batch_loss(self, images: torch.Tensor, cond: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
         """The family's training loss on one micro-batch, through self.net (compiled / DDP-wrapped)."""
         if self.diffusion:
-            return self.model.loss(images, cond, drop, aug_max=self.cfg.aug_max, net=self.net)
+            return self.model.loss(images, cond, drop, aug_max=self.cfg.aug_max, net=self.net, check=False)
         logits = self.net(images, cond, drop, check=False)
         return F.cross_entropy(logits.flatten(0, 1).float(), images.flatten())
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step over cfg.accum_steps micro-batches; returns (mean loss in nats, grad norm)."""
+        """One optimizer step over cfg.accum_steps micro-batches; returns (mean loss in nats, grad norm).
+        All or nothing for a checkpoint: until the update, `_step_start` keeps the data position and RNG state the
+        step began with (a Ctrl-C then rolls back to them); the update itself is never cut short by a Ctrl-C."""
+        self._step_start = self._position()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for micro in range(self.cfg.accum_steps):
@@ -338,13 +348,34 @@ class Trainer:
             total += loss.detach() / self.cfg.accum_steps
         self.scaler.unscale_(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        if self.ema is not None:
-            ema_update(self.ema, self.model, ema_decay_at(self.step, self.cfg.ema_decay))
+        with self._uninterrupted():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            if self.ema is not None:
+                ema_update(self.ema, self.model, ema_decay_at(self.step, self.cfg.ema_decay))
+            self._step_start = None
         return total, norm
+
+    _step_start: tuple | None = None  # (data position, RNG states) of a step not yet applied
+    _deferring = _deferred = False  # a Ctrl-C during the update waits for its end (_uninterrupted)
+
+    def _position(self) -> tuple:
+        """What drawing a batch changes: the data position and the RNG states (for _step_start)."""
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return self.batches.state_dict(), torch.get_rng_state(), cuda
+
+    @contextlib.contextmanager
+    def _uninterrupted(self):
+        """Run the block whole: a Ctrl-C that would stop training at once inside it is raised at its end."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._deferred:
+            raise KeyboardInterrupt
 
     # ------------------------------------------------------------ evaluation, checkpoints, logging
     def evaluate(self) -> float:
@@ -456,6 +487,7 @@ class Trainer:
         if missing:  # export_model and the shipped checkpoints keep the weights only
             raise CheckpointError(f"checkpoint {path} holds weights only, not a training state ({', '.join(missing)} "
                                   f"missing), so training cannot resume from it: train into a new --out")
+        check_finite_weights(state["model"], f"checkpoint {path}", "training cannot resume from it")
         self.model.load_state_dict(state["model"])
         if self.ema is not None:  # a run that starts averaging on resume begins from the current weights
             self.ema.load_state_dict(state.get("ema", state["model"]))
@@ -464,6 +496,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["batches"])
         self.step, self.elapsed = state["step"], state["elapsed_s"]
+        self.start_step = self.step
         if self.world == 1:  # exact continuation; other processes re-seed from (seed, rank, step)
             torch.set_rng_state(state["rng"]["torch"].cpu())
             if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -492,6 +525,12 @@ class Trainer:
                 f"checkpoint {path} cannot continue with another {', '.join(FIXED_ON_RESUME)} ({'; '.join(fixed)}): "
                 f"they fix which images each step reads. Resume with the checkpoint's values (drop those flags), "
                 f"or train into a new --out.")
+        if not same(saved["init_from"], now["init_from"]):
+            raise ValueError(
+                f"init_from={now['init_from']!r} cannot apply to a resumed run: it picks a new run's first weights, "
+                f"and checkpoint {path} continues its own run (which started from "
+                f"{repr(saved['init_from']) if saved['init_from'] else 'random weights'}). Drop --init-from to "
+                f"resume, or start a new run with it in another --out.")
         if self.step >= self.cfg.steps:
             raise ValueError(f"checkpoint {path} is already at step {self.step} and steps={self.cfg.steps}: nothing "
                              f"is left to train. Raise --steps to continue (the cosine then ends at the new steps).")
@@ -513,11 +552,26 @@ class Trainer:
         if history:
             self.cfg = dataclasses.replace(self.cfg, extra={**self.cfg.extra, "resumed": history})
 
+    _log_started = False
+
     def log(self, row: dict) -> None:
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+        """Append a row to OUT/log.jsonl. If the file already held rows (another run's, or the steps after the
+        checkpoint this run resumes), this run's first row is a marker, {"step": s, "run": "new" | "resumed"}, so
+        that viz.read_log gives one run's history and the old rows are kept, not mixed in."""
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "log.jsonl"
+        with open(path, "a") as f:
+            if not self._log_started and f.tell() > 0:
+                kind = "resumed" if self.resumed else "new"
+                f.write(json.dumps({"step": self.start_step, "run": kind, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                        + "\n")
+                if kind == "new":
+                    print(f"note: {path} holds an earlier run's rows; this run's follow a marker row, and read_log "
+                          f"reads only this run's")
+            self._log_started = True
+            f.write(json.dumps(row) + "\n")
 
     def peak_flops(self) -> float | None:
         if self.device.type != "cuda":
@@ -540,8 +594,9 @@ class Trainer:
         """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures.
 
         Ctrl-C (SIGINT) stops after the current step: that step is saved if it is good, and TrainingInterrupted
-        says which step the kept checkpoint holds and how to continue. A second Ctrl-C stops at once."""
-        self._unsaved_losses, self._stop_requested, self._bar = [], False, None
+        says which step the kept checkpoint holds and how to continue. A second Ctrl-C stops at once and keeps the
+        last whole step: a step it cuts short is undone (train_step), so the checkpoint still resumes exactly."""
+        self._unsaved_losses, self._stop_requested, self._deferred, self._bar = [], False, False, None
         handler = threading.current_thread() is threading.main_thread()  # signals reach only the main thread
         previous = signal.signal(signal.SIGINT, self._on_sigint) if handler else None
         try:
@@ -554,6 +609,9 @@ class Trainer:
 
     def _on_sigint(self, signum, frame) -> None:
         if self._stop_requested:  # the second Ctrl-C: stop now (an atomic save in progress keeps the old file)
+            if self._deferring:  # ...but let the optimizer update finish first (milliseconds)
+                self._deferred = True
+                return
             raise KeyboardInterrupt
         self._stop_requested = True
         if self.rank == 0:
@@ -565,6 +623,12 @@ class Trainer:
             self._bar.close()
         kept = self.out / "checkpoint.pt"
         problem = None
+        if self._step_start is not None:  # stopped inside a step, before its update: undo what it drew
+            (batches, rng, cuda), self._step_start = self._step_start, None
+            self.batches.load_state_dict(batches)
+            torch.set_rng_state(rng)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
         if self.step and self.step != self.saved_step:
             try:
                 self.save()

@@ -36,12 +36,25 @@ def check_image_path(path: str | Path, animated: bool = False) -> Path:
                          f"writes{' as an animation' if animated else ''}; use one of {', '.join(usable)}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give a file name inside it, such as {path / ('a' + usable[0])}")
-    folder = next(p for p in path.absolute().parents if p.exists())  # the nearest folder that exists
-    if not folder.is_dir():
-        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {path}: the folder {folder} is not writable")
+    check_writable_folder(path.parent, target=str(path))
     return path
+
+
+def check_writable_folder(folder: str | Path, files: tuple[str, ...] = (), target: str | None = None) -> Path:
+    """Refuse, before any work is done, a folder that files cannot be written into: a file where it (or a folder
+    above it) should be, a folder without write permission, or one of the `files` it will hold that is a folder.
+    Nothing is created. `target` names what is written, for the message (default: the folder)."""
+    folder = Path(folder)
+    target = target or f"into {folder}"
+    nearest = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())  # exists or will
+    if not nearest.is_dir():
+        raise ValueError(f"cannot write {target}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {target}: the folder {nearest} is not writable")
+    for name in files:
+        if (folder / name).is_dir():
+            raise ValueError(f"cannot write {target}: {folder / name} is a folder, where the file {name} goes")
+    return folder
 
 
 def image_grid(images: Tensor, levels: int, nrow: int = 10, scale: int = 1) -> Image.Image:
@@ -147,9 +160,21 @@ def plot_attention(weights: Tensor, image_size: int, query: int, ax=None):
     return ax
 
 
-def read_log(path: str | Path) -> list[dict]:
-    """The JSONL training log as a list of dicts."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def read_log(path: str | Path, all_runs: bool = False) -> list[dict]:
+    """The JSONL training log as a list of dicts: the history of the run that wrote last. A run that finds a log
+    in its folder first writes a marker row {"step": s, "run": "new" | "resumed"}: a new run hides the rows
+    before it (another run's), a resumed one the rows after its step s (steps it trains again). all_runs=True
+    returns every row as written, markers included."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if all_runs:
+        return rows
+    kept: list[dict] = []
+    for row in rows:
+        if row.get("run") in ("new", "resumed"):
+            kept = [r for r in kept if row["run"] == "resumed" and r.get("step", 0) <= row["step"]]
+        else:
+            kept.append(row)
+    return kept
 
 
 def plot_loss(log_path: str | Path, ax=None, label: str | None = None):

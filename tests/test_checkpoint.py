@@ -100,7 +100,8 @@ def test_load_pretrained_checks_the_manifest(tmp_path):
     path = _ship(tmp_path)
     model = load_pretrained("tiny", root=tmp_path)
     assert not model.training and model.config == tiny_config()
-    with pytest.raises(ValueError, match="no shipped checkpoint is called 'tiyn'; available: tiny"):
+    with pytest.raises(ValueError, match=r"no shipped checkpoint is called 'tiyn'; did you mean 'tiny'\? The shipped "
+                                         r"checkpoints are tiny"):
         load_pretrained("tiyn", root=tmp_path)
     path.write_bytes(path.read_bytes() + b"extra")
     with pytest.raises(CheckpointError, match="manifest.json expects .* damaged or was replaced"):

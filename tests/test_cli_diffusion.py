@@ -8,6 +8,7 @@ import torch
 from test_diffusion import tiny_denoiser
 
 from imagen_tutorial.__main__ import main
+from imagen_tutorial.cascade import DEFAULT_GUIDANCE
 from imagen_tutorial.checkpoint import export_model
 
 
@@ -54,8 +55,8 @@ def test_evaluate_a_cascade_judges_its_samples(stages, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--steps", "0"], "steps=0 is out of range: use an integer >= 1"),
-    (["--aug-level", "-0.5"], r"aug_level=-0.5 is out of range: use a number in \[0, 1\]"),
+    (["--steps", "0"], r"--steps=0 is out of range: use 1\.\.1000"),
+    (["--aug-level", "-0.5"], r"--aug-level=-0.5 is out of range: use a number in \[0, 1\]"),
     (["--caption", "a photo of a sneeker"], "caption word 'sneeker'"),
 ])
 def test_bad_diffusion_sampling_input_is_one_line(stages, tmp_path, capsys, extra, message):
@@ -75,3 +76,31 @@ def test_a_cascade_refuses_an_autoregressive_stage(stages, tmp_path, capsys):
     argv = ["sample", "--checkpoint", str(base), "--sr-checkpoint", str(ar), "--out", str(tmp_path / "x.png")]
     assert main(argv) == 2
     assert "sr stage must be a diffusion model" in capsys.readouterr().err
+
+
+
+def test_guidance_flags_mean_one_thing_on_the_sr_stage_in_sample_and_evaluate(stages, tmp_path, capsys,
+                                                                               monkeypatch):
+    # --guidance guides the model in hand (an SR stage alone too; a cascade's base), --sr-guidance a cascade's SR
+    # stage, whichever command reads them: what each stage is asked for, recorded at its generate call.
+    import imagen_tutorial.__main__ as cli
+    from imagen_tutorial.denoiser import Denoiser
+    from imagen_tutorial.metrics import reference_features
+
+    asked, generate = [], Denoiser.generate
+    monkeypatch.setattr(Denoiser, "generate", lambda self, *a, **k: asked.append(
+        ("sr" if self.reads_lowres else "base", k["guidance"])) or generate(self, *a, **k))
+    monkeypatch.setattr(cli, "reference_features", lambda judge, levels: reference_features(judge, 50, levels=levels))
+    base, sr = stages
+    alone, cascade = ["--checkpoint", str(sr)], ["--checkpoint", str(base), "--sr-checkpoint", str(sr)]
+    runs = {"sample": ["--n", "2", "--out", str(tmp_path / "x.png")], "evaluate": ["--per-class", "1", "--json"]}
+    for command, extra in runs.items():
+        for model, flags, expected in ((alone, ["--guidance", "8"], [("sr", 8.0)]), (
+                cascade, ["--guidance", "2", "--sr-guidance", "8"], [("base", 2.0), ("sr", 8.0)])):
+            asked.clear()
+            assert main([command, *model, *flags, "--steps", "2", *extra]) == 0, capsys.readouterr().err
+            assert asked == expected, (command, flags)
+        assert main([command, *alone, "--sr-guidance", "8", *extra]) == 2
+        assert "--sr-guidance applies only to the SR stage of a cascade" in capsys.readouterr().err
+    sr_alone, both = cli.load_any(str(sr)), cli.load_any(str(base), sr=str(sr))  # the defaults, for both commands
+    assert cli.stage_guidance(sr_alone) == DEFAULT_GUIDANCE[1] and cli.stage_guidance(both) == DEFAULT_GUIDANCE

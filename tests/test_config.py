@@ -73,8 +73,8 @@ def test_shipped_training_configs_load_and_the_flagship_fits_a_16_mb_fp16_file()
         (TrainConfig, {"weight_decay": -0.01}, "TrainConfig.weight_decay=-0.01 is out of range: use a number >= 0"),
         (TrainConfig, {"train_images": -5}, "TrainConfig.train_images=-5 is out of range: use 0..60000"),
         (TrainConfig, {"eval_images": 0}, "TrainConfig.eval_images=0 is out of range: use 1..10000"),
-        (TrainConfig, {"log_every": 0}, "TrainConfig.log_every=0 is out of range: use an integer >= 1"),
-        (TrainConfig, {"ckpt_every": 0}, "TrainConfig.ckpt_every=0 is out of range: use an integer >= 1"),
+        (TrainConfig, {"log_every": 0}, "TrainConfig.log_every=0 is out of range: use 1..10000000"),
+        (TrainConfig, {"ckpt_every": 0}, "TrainConfig.ckpt_every=0 is out of range: use 1..10000000"),
         (TrainConfig, {"betas": (0.9,)}, "TrainConfig.betas=(0.9,) is not a list of 2 values"),
         (TrainConfig, {"betas": (0.9, 1.5)}, r"TrainConfig.betas\[1\]=1.5 is out of range: use a number in [0, 1)"),
         (TrainConfig, {"device": "gpu"}, "TrainConfig.device='gpu' is not a device: use auto, cpu, cuda, cuda:N"),
@@ -119,3 +119,29 @@ def test_check_value_is_the_one_helper_for_other_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         check_value(*args, low=1 if args[2] is int else 0)
     assert check_value("top_k", None, int, low=1, optional=True) is None
+
+
+def test_every_count_has_a_documented_maximum(capsys):
+    from imagen_tutorial.__main__ import FLAG_SPECS, build_parser, main
+    from imagen_tutorial.config import SAMPLING_SPECS
+
+    tables = {**{f"ModelConfig.{k}": s for k, s in ModelConfig.SPECS.items()},
+              **{f"TrainConfig.{k}": s for k, s in TrainConfig.SPECS.items()},
+              **{f"sampling {k}": s for k, s in SAMPLING_SPECS.items()}, **{f"--{k}": s for k, s in FLAG_SPECS.items()}}
+    assert [name for name, spec in tables.items() if spec.kind is int and spec.high is None] == []
+    for command in ("train", "sample", "evaluate", "demo"):  # every integer flag has one, and --help shows it
+        parser = build_parser()._subparsers._group_actions[0].choices[command]
+        for action in parser._actions:
+            if action.type is int:
+                configs = {**ModelConfig.SPECS, **TrainConfig.SPECS}
+                spec = configs[action.dest] if command == "train" else FLAG_SPECS[action.dest]
+                assert spec.high is not None and f"{spec.high}" in action.help, (command, action.dest)
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "--steps STEPS sampler steps (the base stage's, in a cascade); 1..1000" in " ".join(
+        capsys.readouterr().out.split())
+    assert main(["sample", "--checkpoint", "diffusion_base", "--steps", "100000000000000"]) == 2
+    assert "--steps=100000000000000 is out of range: use 1..1000" in capsys.readouterr().err
+    model = ImageTransformer(ModelConfig(image_size=4, d_model=8, n_layers=1, condition="none"))
+    with pytest.raises(ValueError, match=r"batch_size=1000000 is out of range: use 1\.\.10000"):
+        model.generate(batch_size=10**6)

@@ -3,6 +3,7 @@ noise augmentation, the EMA, resume, the cascade, and clear errors for bad input
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -251,7 +252,7 @@ LOWRES = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     ({"lowres": torch.rand(2, 1, 4, 4) * 255}, r"lowres must be in \[0, 1\]"),
     ({"lowres": torch.full((2, 1, 4, 4), float("nan"))}, "lowres contains NaN"),
     ({"lowres": torch.zeros(2, 1, 4, 4, dtype=torch.uint8)}, "lowres must be floats in"),
-    ({"lowres": LOWRES, "steps": 0}, r"steps=0 is out of range: use an integer >= 1"),
+    ({"lowres": LOWRES, "steps": 0}, r"steps=0 is out of range: use 1\.\.1000"),
     ({"lowres": LOWRES, "sampler": "euler"}, "sampler='euler' is unknown"),
     ({"lowres": LOWRES, "guidance": -1.0}, r"guidance=-1.0 is out of range: use a number in \[0, 1"),
     ({"lowres": LOWRES, "aug_level": 2.0}, r"aug_level=2.0 is out of range: use a number in"),
@@ -307,3 +308,65 @@ def test_diffusion_config_is_validated():
     with pytest.raises(ValueError, match="prediction='x0' is unknown"):
         ModelConfig(family="diffusion", prediction="x0")
     assert math.isclose(TrainConfig(ema_decay=0.999).ema_decay, 0.999)
+
+
+# ---------------------------------------------------------------- every entry point refuses wrong types
+X0 = torch.rand(2, 1, 4, 4) * 2 - 1
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: tiny_denoiser().generate(["a bag"], generator="seed", steps=2),
+     r"generator must be a torch.Generator on the model's device \(cpu\), e.g. .*; got str 'seed'"),
+    (lambda: tiny_denoiser().generate(["a bag"], generator=0, steps=2), "generator must be a torch.Generator.*got int"),
+    (lambda: tiny_denoiser().generate(["a bag"], trajectory="x", steps=2),
+     r"trajectory must be a list, .* got str: pass trajectory=\[\]"),
+    (lambda: tiny_denoiser().generate(["a bag"], batch_size=3, steps=2),
+     r"the batch sizes disagree \(captions: 1, batch_size: 3\)"),
+    (lambda: tiny_denoiser("caption_lowres").generate(["a bag"], lowres=LOWRES[:1].numpy(), steps=2),
+     r"lowres must be a float tensor \[B, 1, 4, 4\] in \[0, 1\]; got ndarray"),
+    (lambda: tiny_denoiser("caption_lowres").generate(["a bag"], lowres=LOWRES[:1].tolist(), steps=2),
+     r"lowres must be a float tensor \[B, 1, 4, 4\] in \[0, 1\]; got list"),
+    (lambda: diffusion.q_sample(X0, torch.full((2,), 2.0), torch.randn_like(X0)),
+     r"t must hold times in \[0, 1\] \(0 is the image, 1 pure noise\); got 2"),
+    (lambda: diffusion.q_sample(X0, torch.tensor([0.5, float("nan")]), torch.randn_like(X0)), "got nan"),
+    (lambda: diffusion.q_sample(X0, torch.tensor([0.5, -0.1]), torch.randn_like(X0)), "got -0.1"),
+    (lambda: diffusion.q_sample(X0, torch.full((2, 1), 0.5), torch.randn_like(X0)),
+     r"t must be a float tensor \[B=2\], one time in \[0, 1\] per image, .*; got torch.float32 \[2, 1\]"),
+    (lambda: diffusion.q_sample(X0, 0.5, torch.randn_like(X0)), r"t must be a float tensor \[B=2\].*got float 0.5"),
+    (lambda: diffusion.q_sample(X0, torch.full((2,), 0.5), torch.randn(2, 1, 4)),
+     r"noise must be a float tensor shaped like x0 \[2, 1, 4, 4\], e.g. torch.randn_like\(x0\); got torch.float32"),
+    (lambda: tiny_denoiser().loss(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), ["a bag", "a dress"]),
+     "images must be floats in .*got torch.uint8: scale uint8 images by 1/255"),
+    (lambda: tiny_denoiser().loss(torch.rand(2, 1, 4, 4), None), "this diffusion model reads captions"),
+    (lambda: Denoiser(ModelConfig()), r"Denoiser builds the diffusion family; got ModelConfig\(.*: pass "
+                                      r"ModelConfig\(family='diffusion', ...\)"),
+    (lambda: tiny_model().__class__(tiny_denoiser().config), "ImageTransformer builds the autoregressive family"),
+])
+def test_every_diffusion_entry_point_refuses_wrong_types_saying_what_to_pass(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_cascade_refuses_its_sr_stages_arguments_before_the_base_stage_samples(monkeypatch):
+    cascade = Cascade(tiny_denoiser(), tiny_denoiser("caption_lowres"))
+    monkeypatch.setattr(cascade.base, "generate", lambda *a, **k: pytest.fail("the base stage sampled"))
+    for kwargs, message in (({"aug_level": 2.0}, "aug_level=2.0 is out of range"),
+                            ({"threshold": (0.995, 3.0)}, "threshold=3.0 is out of range"),
+                            ({"steps": (2, 10**14)}, r"steps=100000000000000 is out of range: use 1\.\.1000")):
+        with pytest.raises(ValueError, match=message):
+            cascade.generate(["a bag"], **kwargs)
+
+
+def test_an_odd_d_model_trains_and_samples_instead_of_crashing():
+    model = tiny_denoiser(d_model=33, n_heads=1)
+    loss = model.loss(torch.rand(2, 1, 4, 4), ["a bag", "a dress"])
+    assert loss.isfinite() and model.generate(["a bag"], steps=2).shape == (1, 1, 4, 4)
+
+
+def test_a_resumed_run_refuses_another_init_from(tmp_path, train_slice):
+    cfg = TrainConfig(batch_size=8, steps=4, eval_every=0, progress=False)
+    Trainer(tiny_denoiser().config, cfg, tmp_path, data=train_slice).save()
+    with pytest.raises(ValueError, match=r"init_from='diffusion_sr' cannot apply to a resumed run: .*started from "
+                                         r"random weights\). Drop --init-from to resume"):
+        Trainer(tiny_denoiser().config, dataclasses.replace(cfg, init_from="diffusion_sr"), tmp_path, resume=True,
+                data=train_slice)

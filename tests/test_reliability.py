@@ -10,7 +10,15 @@ import torch
 from conftest import tiny_config, tiny_model
 
 import imagen_tutorial.__main__ as cli
-from imagen_tutorial import CheckpointError, ImageTransformer, ModelConfig, Tokenizer, TrainConfig, load_checkpoint
+from imagen_tutorial import (
+    CheckpointError,
+    ImageTransformer,
+    ModelConfig,
+    Tokenizer,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 from imagen_tutorial.__main__ import main
 from imagen_tutorial.checkpoint import export_model
 from imagen_tutorial.data import make_caption, quantize
@@ -130,11 +138,11 @@ def test_loading_onto_an_absent_gpu_is_not_called_a_damaged_file(tmp_path):
     [
         ({"temperature": -1.0}, r"temperature=-1.0 is out of range: use a number >= 0 \(0 picks the most likely"),
         ({"temperature": float("nan")}, "temperature=nan is not a finite number"),
-        ({"top_k": 0}, r"top_k=0 is out of range: use an integer >= 1 \(None keeps every level\)"),
+        ({"top_k": 0}, r"top_k=0 is out of range: use 1\.\.256 \(None keeps every level\)"),
         ({"top_k": 2.5}, "top_k=2.5 is not a whole number"),
         ({"guidance": -2.0}, r"guidance=-2.0 is out of range: use a number in \[0, 100\] \(1 is plain"),
         ({"guidance": "3"}, "guidance='3' is a string, not a number"),
-        ({"batch_size": 0}, "batch_size=0 is out of range: use an integer >= 1"),
+        ({"batch_size": 0}, r"batch_size=0 is out of range: use 1\.\.10000"),
     ],
 )
 def test_sampling_arguments_are_range_checked(kwargs, message):
@@ -281,17 +289,17 @@ def _one_error_line(capsys) -> str:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["sample", "--top-k", "0"], r"--top-k=0 is out of range: use an integer >= 1"),
+        (["sample", "--top-k", "0"], r"--top-k=0 is out of range: use 1\.\.256"),
         (["sample", "--temperature", "-1"], r"--temperature=-1.0 is out of range: use a number >= 0"),
         (["sample", "--guidance", "-3"], r"--guidance=-3.0 is out of range: use a number in \[0, 100\]"),
-        (["sample", "--n", "0"], "--n=0 is out of range: use an integer >= 1"),
+        (["sample", "--n", "0"], r"--n=0 is out of range: use 1\.\.500"),
         (["sample", "--device", "gpu"], "device='gpu' is not a device: use auto, cpu, cuda, cuda:N or mps"),
         (["sample", "--out", "grid.xyz"], r"cannot write an image to grid.xyz: its extension '.xyz' is not one "
                                           r"Pillow writes; use one of .png, .gif"),
         (["sample", "--out", "grid"], "cannot write an image to grid: it has no extension"),
         (["sample", "--gif", "steps.jpg"], "cannot write an animation to steps.jpg: .* use one of .png, .gif, .webp"),
         (["sample", "--caption", "一只靴子"], "caption word '一只靴子' .*English captions only"),
-        (["evaluate", "--batch-size", "0"], "--batch-size=0 is out of range: use an integer >= 1"),
+        (["evaluate", "--batch-size", "0"], r"--batch-size=0 is out of range: use 1\.\.10000"),
         (["evaluate", "--limit", "0"], "--limit=0 is out of range"),
         (["evaluate", "--guidance", "1", "--guidance", "-1"], "--guidance=-1.0 is out of range"),
     ],
@@ -323,7 +331,7 @@ def test_a_file_that_is_not_a_checkpoint_from_the_command_line(tmp_path, capsys,
         ('[model]\nlevels = "16"\n', [], "ModelConfig.levels='16' is a string, not an integer"),
         ("[model\nlevels = 3", [], r"config file .*bad.toml is not valid TOML: .*\(at line 1, column 7\)"),
         ('model = 5\n', [], "section 'model' must be a table of field = value, got int 5"),
-        ("", ["--log-every", "0"], "TrainConfig.log_every=0 is out of range: use an integer >= 1"),
+        ("", ["--log-every", "0"], r"TrainConfig.log_every=0 is out of range: use 1\.\.10000000"),
         ("", ["--eval-images", "0"], "TrainConfig.eval_images=0 is out of range: use 1..10000"),
         ("", ["--min-lr-ratio", "-0.1"], r"TrainConfig.min_lr_ratio=-0.1 is out of range: use a number in \[0, 1\]"),
         ("", ["--weight-decay", "-1"], "TrainConfig.weight_decay=-1.0 is out of range: use a number >= 0"),
@@ -376,7 +384,7 @@ def test_demo_train_never_deletes_what_is_in_its_folder(tmp_path, capsys, monkey
     monkeypatch.setattr(cli, "train", quick_train)
     blank = lambda self, captions, **kwargs: torch.zeros(len(captions), 14, 14, dtype=torch.long)  # noqa: E731
     monkeypatch.setattr(ImageTransformer, "generate", blank)  # nor the sampling
-    argv = ["demo", "--train", "--steps", "2", "--columns", "1", "--out", str(tmp_path)]
+    argv = ["demo", "--train", "--train-steps", "2", "--columns", "1", "--out", str(tmp_path)]
     assert main(argv) == 0 and main(argv) == 0
     assert mine.read_text() == "my notes"
     runs = sorted(tmp_path.glob("run-*"))
@@ -405,3 +413,142 @@ def test_resuming_from_a_weights_only_checkpoint_says_it_cannot(tmp_path, train_
     export_model(ImageTransformer(tiny_config()), tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match=r"holds weights only, not a training state \(optimizer, .* missing\)"):
         _trainer(tmp_path, train_slice, resume=True)
+
+
+# ---------------------------------------------------------------- Part II surfaces: one flag means one thing
+
+
+@pytest.fixture(scope="module")
+def diffusion_checkpoints(tmp_path_factory):
+    from test_diffusion import tiny_denoiser
+
+    folder = tmp_path_factory.mktemp("diffusion")
+    return {name: str(export_model(tiny_denoiser(condition, image_size=14, patch_size=7), folder / f"{name}.pt"))
+            for name, condition in (("base", "caption"), ("unconditional", "none"))}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "AR", "--sampler", "ddpm"], "--sampler applies only to diffusion models, and .*tiny.pt is an "
+                                                "autoregressive model, conditioned on 'caption': drop it"),
+        (["sample", "AR", "--threshold", "0.5"], "--threshold applies only to diffusion models"),
+        (["sample", "AR", "--sr-guidance", "7"], r"--sr-guidance applies only to the SR stage of a cascade"),
+        (["evaluate", "base", "--temperature", "0.5"], "--temperature applies only to autoregressive models, and "
+                                                        ".*base.pt is a diffusion model"),
+        (["evaluate", "base", "--split", "train"], "--split applies only to autoregressive models"),
+        (["evaluate", "base", "--limit", "5"], "--limit applies only to autoregressive models"),
+        (["evaluate", "base", "--batch-size", "10"], "--batch-size applies only to autoregressive models"),
+        (["evaluate", "AR", "--per-class", "0", "--guidance", "2"],
+         "--guidance applies only to evaluations that draw samples, and --per-class 0 draws none"),
+        (["sample", "unconditional", "--caption", "a bag"], "--caption applies only to models that draw from the "
+                                                            "captions you give, and .* is a diffusion model, "
+                                                            "unconditional"),
+        (["sample", "unconditional", "--guidance", "2"], "--guidance applies only to conditional models"),
+        (["sample", "base", "--out", "same.png", "--gif", "same.png"], "--out and --gif both name .*same.png: give "
+                                                                      "the GIF a name of its own"),
+        (["demo", "base", "--temperature", "0.9"], "--temperature applies only to autoregressive models"),
+        (["demo", None, "--train-steps", "5"], "--train-steps applies only to demo --train, and --train is not given"),
+    ],
+)
+def test_a_flag_that_does_not_apply_to_the_model_is_refused_with_the_reason(argv, message, tiny_checkpoint,
+                                                                           diffusion_checkpoints, tmp_path, capsys):
+    command, model, *flags = argv
+    where = ["--out", str(tmp_path / ("demo" if command == "demo" else "x.png"))] if command != "evaluate" else []
+    flags = [str(tmp_path / f) if f == "same.png" else f for f in flags]
+    chosen = ["--checkpoint", {"AR": tiny_checkpoint, **diffusion_checkpoints}[model]] if model else []
+    assert main([command, *chosen, *where, *flags]) == 2
+    assert re.search(message, _one_error_line(capsys))
+
+
+def test_a_log_holds_one_history_across_new_runs_and_resumes(tmp_path, train_slice, monkeypatch):
+    diverging = _trainer(tmp_path, train_slice, log_every=1)
+    _patch_step(monkeypatch, diverging, 3, lambda loss: loss * float("nan"))  # diverges before its first save
+    with pytest.raises(TrainingDiverged):
+        diverging.run()
+    monkeypatch.undo()
+    crashing = _trainer(tmp_path, train_slice, log_every=1, ckpt_every=4)  # a new run in the same folder...
+
+    def crash(loss):
+        raise RuntimeError("the machine went down")
+    _patch_step(monkeypatch, crashing, 6, crash)  # ...logs steps 1-5, saves step 4, and dies in step 6
+    with pytest.raises(RuntimeError):
+        crashing.run()
+    monkeypatch.undo()
+    _trainer(tmp_path, train_slice, resume=True, log_every=1).run()  # logs steps 5 and 6 (again)
+    assert [row["step"] for row in read_log(tmp_path / "log.jsonl")] == [1, 2, 3, 4, 5, 6]
+    written = read_log(tmp_path / "log.jsonl", all_runs=True)  # every row is kept, with the markers
+    assert [(r["step"], r["run"]) for r in written if "run" in r] == [(0, "new"), (4, "resumed")]
+    assert [r["step"] for r in written if "run" not in r] == [1, 2, 1, 2, 3, 4, 5, 5, 6]
+
+
+def test_problems_are_refused_before_the_work_starts(tmp_path, train_slice, capsys):
+    (tmp_path / "run" / "checkpoint.pt").mkdir(parents=True)  # a folder where the checkpoint must go
+    with pytest.raises(ValueError, match=r"cannot write the run's files into .*run: .*checkpoint.pt is a folder, "
+                                         r"where the file checkpoint.pt goes"):
+        _trainer(tmp_path / "run", train_slice)
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main(["train", "--out", str(tmp_path / "a-file" / "run"), "--steps", "1"]) == 2
+    assert "a-file is a file, not a folder" in _one_error_line(capsys)
+    assert main(["sample", "--checkpoint", "cascade", "--aug-level", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--aug-level=2.0 is out of range: use a number in [0, 1]" in _one_error_line(capsys)
+    assert main(["sample", "--checkpoint", "cascade", "--threshold", "99.5", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--threshold=99.5 is out of range" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "--checkpoint", "diffusion_bse"], "checkpoint diffusion_bse does not exist; did you mean "
+                                                      "'diffusion_base' or 'diffusion_sr'\\? The shipped checkpoints "
+                                                      "are bpd256, cascade"),
+        (["evaluate", "--checkpoint", "base", "--per-class", "0"], r"--per-class=0 is out of range: use 1\.\.1000 \(a "
+                                                                   r"diffusion model has no bits/dim here"),
+        (["evaluate", "--checkpoint", "base", "--per-class", "-1"], r"--per-class=-1 is out of range: use 0\.\.1000 "
+                                                                    r"\(0 skips sampling: an autoregressive model's "
+                                                                    r"bits/dim alone; a diffusion model needs >= 1\)"),
+        (["sample", "--steps", "2", "--out"], r"argument --out: expected one argument \(see `python -m "
+                                              r"imagen_tutorial sample --help`\)"),
+        (["evaluate", "--checkpoint", "base", "--sampler", "euler"], r"argument --sampler: invalid choice: 'euler'"),
+    ],
+)
+def test_command_line_errors_give_command_line_advice_in_one_line(argv, message, diffusion_checkpoints, capsys):
+    argv = [diffusion_checkpoints.get(a, a) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    assert code == 2
+    assert re.search(message, _one_error_line(capsys))
+
+
+def test_ctrl_c_in_demo_train_says_what_demo_can_do_next(tmp_path, capsys, monkeypatch):
+    def stopped(model_cfg, train_cfg, out):
+        export_model(ImageTransformer(model_cfg), Path(out) / "checkpoint.pt")
+        raise TrainingInterrupted("stopped at step 3; ... continue with --resume (Trainer(..., resume=True))")
+
+    monkeypatch.setattr(cli, "train", stopped)
+    assert main(["demo", "--train", "--out", str(tmp_path)]) == 130
+    assert re.search(r"demo --train stopped; its checkpoint is kept in (.*)checkpoint.pt: draw from it with `python "
+                     r"-m imagen_tutorial demo --checkpoint \1checkpoint.pt`, or train it further with `python -m "
+                     r"imagen_tutorial train --out .* --resume`", _one_error_line(capsys))
+
+
+def test_a_checkpoint_with_nan_weights_is_not_resumed_as_a_good_state(tmp_path, train_slice):
+    trainer = _trainer(tmp_path, train_slice)
+    trainer.train_step()
+    with torch.no_grad():
+        trainer.model.decoder.head.weight.fill_(float("nan"))
+    save_checkpoint(trainer.state_dict(), tmp_path / "checkpoint.pt")  # as a version before the NaN checks saved
+    with pytest.raises(CheckpointError, match=r"holds NaN or inf weights \(decoder.head.weight\), so training "
+                                              r"cannot resume from it: use an earlier checkpoint"):
+        _trainer(tmp_path, train_slice, resume=True)
+
+
+def test_demo_draws_from_a_diffusion_model_too(diffusion_checkpoints, tmp_path, capsys):
+    argv = ["demo", "--checkpoint", diffusion_checkpoints["base"], "--columns", "1", "--steps", "2", "--out",
+            str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Drawing 10 images (1 per class, DDIM 2 steps per stage, guidance 3)" in out and "judge" in out
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "generation.gif").is_file()

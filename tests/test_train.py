@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from torch.testing import assert_close
 
 from imagen_tutorial import TrainConfig, load_checkpoint
 from imagen_tutorial import train as train_module
-from imagen_tutorial.train import Trainer, TrainingDiverged, lr_factor, make_optimizer
+from imagen_tutorial.train import Trainer, TrainingDiverged, TrainingInterrupted, lr_factor, make_optimizer
+from imagen_tutorial.viz import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +146,70 @@ def test_two_processes_with_gloo_train_and_agree(tmp_path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name  # ...and agree
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+
+
+DIFFUSION_RUN = ('[model]\nfamily = "diffusion"\nimage_size = 14\npatch_size = 7\nd_model = 32\nn_layers = 3\n'
+                 'n_enc_layers = 1\ndropout = 0.1\n[train]\nsteps = 6\nbatch_size = 8\ntrain_images = 64\n'
+                 'log_every = 1\neval_every = 0\nckpt_every = 100\nema_decay = 0.9\nhflip = 0.5\ncrop_padding = 1\n'
+                 'progress = false\n')
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Two run folders hold the same final state (weights, EMA, optimizer, data position) and logged losses."""
+    first, second = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    assert first["step"] == second["step"] and first["batches"] == second["batches"]
+    for part in ("model", "ema"):
+        for name, tensor in first[part].items():
+            assert torch.equal(tensor, second[part][name]), (part, name)
+    assert_close(first["optimizer"], second["optimizer"], rtol=0, atol=0)
+    losses = [[(r["step"], r["train_loss"]) for r in read_log(run / "log.jsonl") if "train_loss" in r]
+              for run in (a, b)]
+    assert losses[0] == losses[1] and len(losses[0]) == first["step"]
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one thread, as a subprocess with OMP_NUM_THREADS=1 does, so that float sums agree bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_two_ctrl_c_inside_a_step_keep_the_step_before_and_resume_exactly(tmp_path, one_thread):
+    from imagen_tutorial.__main__ import main
+
+    config = tmp_path / "run.toml"
+    config.write_text(DIFFUSION_RUN)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "straight")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    stopped = subprocess.run([sys.executable, str(ROOT / "tests" / "sigint_worker.py"), str(config),
+                              str(tmp_path / "stopped")], env=env, capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "stopped at step 2; the checkpoint at step 2 is kept" in stopped.stderr
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["batches"] == {"epoch": 0, "pos": 16}  # 2 × 8
+    assert main(["train", "--out", str(tmp_path / "stopped"), "--resume"]) == 0
+    _same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_a_second_ctrl_c_during_the_update_lets_the_step_finish(tmp_path, train_slice, monkeypatch):
+    model_cfg = tiny_config("none", dropout=0.1)
+    Trainer(model_cfg, _train_config(log_every=1), tmp_path / "straight", data=train_slice).run()
+    trainer = Trainer(model_cfg, _train_config(log_every=1), tmp_path / "stopped", data=train_slice)
+    update = trainer.scaler.update
+
+    def step_inside_the_update():
+        if trainer.step == 2:  # the optimizer has stepped; the scaler, the schedule and the step count have not
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        update()
+
+    monkeypatch.setattr(trainer.scaler, "update", step_inside_the_update)
+    with pytest.raises(TrainingInterrupted, match="stopped at step 3; the checkpoint at step 3 is kept"):
+        trainer.run()
+    monkeypatch.undo()
+    Trainer(model_cfg, _train_config(log_every=1), tmp_path / "stopped", resume=True, data=train_slice).run()
+    first, second = (load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("straight", "stopped"))
+    assert first["batches"] == second["batches"] and first["step"] == second["step"] == 6
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
