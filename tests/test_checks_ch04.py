@@ -296,3 +296,11 @@ def test_valid_shift_right_alternatives_pass(capsys, answer):
 def test_valid_bits_per_dim_alternatives_pass(capsys, answer):
     assert check_bits_per_dim(answer) is answer
     assert "✅ bits_per_dim" in capsys.readouterr().out
+
+
+def test_a_sampler_returning_levels_on_another_device_is_named_not_a_crash(capsys):
+    def on_meta(model, cond, generator=None):
+        size = model.config.image_size
+        return torch.zeros(cond.size(0), size, size, dtype=torch.long, device="meta")
+    assert check_sample_loop(on_meta) is ch04.sample_loop
+    assert "returned a tensor on the meta device" in capsys.readouterr().out

@@ -271,6 +271,18 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def unusable(out: Tensor, device: torch.device | str = "cpu", label: str = "") -> str | None:
+    """What makes a returned tensor unusable whatever its values, or None: it lives on another device than the
+    inputs, or holds complex numbers. (Checks that read a learner's values, e.g. `.min()`, ask this first.)"""
+    as_label = f" as {label}" if label else ""
+    if out.device != torch.device(device):
+        return (f"returned a tensor{as_label} on the {out.device} device, but the inputs are on {device}: make new "
+                f"tensors on the inputs' device (device=x.device, torch.zeros_like(x), or .to(x.device))")
+    if out.is_complex():
+        return f"returned {out.dtype}{as_label}: complex numbers; the rest of the notebook works with real tensors"
+    return None
+
+
 def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: float) -> str | None:
     """What is wrong with one returned element (None if nothing): its type, device, shape, dtype, then values."""
     as_label = f" as {label}" if label else ""
@@ -278,9 +290,9 @@ def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: 
         what = "None (is a `return` missing?)" if g is None else type(g).__name__
         numpy = " (torch.from_numpy(a).float() turns a numpy array into one)" if type(g).__name__ == "ndarray" else ""
         return f"returned {what}{as_label}, expected a tensor of shape {tuple(e.shape)}{numpy}"
-    if g.device != e.device:
-        return (f"returned a tensor{as_label} on the {g.device} device, but the inputs are on {e.device}: make new "
-                f"tensors on the inputs' device (device=x.device, torch.zeros_like(x), or .to(x.device))")
+    elsewhere = unusable(g, e.device, label)
+    if elsewhere and g.device != e.device:
+        return elsewhere
     if g.shape != e.shape:
         return f"returned {tuple(g.shape)}{as_label}, expected shape {tuple(e.shape)}"
     if g.dtype != e.dtype and _dtype_counts(e, dtype):
@@ -472,7 +484,9 @@ def _safely(fn: Callable | None, *args):
     if fn is None:
         return None
     try:
-        return fn(*args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a complex result cast to real inside a hook
+            return fn(*args)
     except Exception:
         return None
 
