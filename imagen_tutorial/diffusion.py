@@ -27,9 +27,10 @@ def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def log_snr(t: Tensor) -> Tensor:
-    """log(α²/σ²): +∞ at t = 0 (clean), −∞ at t = 1 (noise), 0 at t = 0.5."""
+    """log(α²/σ²): +∞ at t = 0 (clean), −∞ at t = 1 (noise), 0 at t = 0.5. (In float32 cos(π/2) is −4.4e-8, not
+    0: α is clamped at 0 so that t = 1, where every sampler starts, gives −∞ rather than NaN.)"""
     alpha, sigma = alpha_sigma(t)
-    return 2 * (alpha.log() - sigma.log())
+    return 2 * (alpha.clamp(min=0).log() - sigma.log())
 
 
 def _expand(v: Tensor, like: Tensor) -> Tensor:  # (B,) -> (B, 1, 1, 1)

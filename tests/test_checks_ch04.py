@@ -113,12 +113,15 @@ def test_bits_per_dim_mistakes_are_named(capsys, wrong, message):
     (lambda lg, t: _nats(lg, t).mean(0) / math.log(2), "averaged over the batch (dim=0) instead of the pixels"),
     (lambda lg, t: _nats(lg, t) / math.log(2), "one value per pixel [B, T]"),
     (lambda lg, t: F.cross_entropy(lg, t, reduction="none").mean(1) / math.log(2), "the class axis second"),
+    (lambda lg, t: F.nll_loss(lg.log_softmax(-1), t, reduction="none").mean(1) / math.log(2), "the class axis second"),
+    (lambda lg, t: torch.nn.CrossEntropyLoss(reduction="none")(lg, t).mean(1) / math.log(2), "the class axis second"),
     (lambda lg, t: -lg.gather(-1, t[..., None])[..., 0].mean(1) / math.log(2), "the logits used as log-probab"),
     (lambda lg, t: -lg.log_softmax(1).gather(-1, t[..., None])[..., 0].mean(1) / math.log(2),
      "log_softmax over the positions (dim=1)"),
     (lambda lg, t: _nats(lg, t).mean(1) * math.log(2), "multiplied by ln 2 instead of divided"),
     (lambda lg, t: (_nats(lg, t).mean(1) / math.log(2)).double(), "returned torch.float64"),
-], ids=["batch-mean", "flattened-mean", "mean-over-batch", "per-pixel", "class-axis", "raw-logits",
+], ids=["batch-mean", "flattened-mean", "mean-over-batch", "per-pixel", "class-axis", "class-axis-nll",
+        "class-axis-module", "raw-logits",
         "softmax-over-positions", "times-ln2", "float64"])
 def test_bits_per_dim_shapes_and_slips_are_named(capsys, wrong, message):
     assert check_bits_per_dim(wrong) is ch04.bits_per_dim
@@ -293,3 +296,11 @@ def test_valid_shift_right_alternatives_pass(capsys, answer):
 def test_valid_bits_per_dim_alternatives_pass(capsys, answer):
     assert check_bits_per_dim(answer) is answer
     assert "✅ bits_per_dim" in capsys.readouterr().out
+
+
+def test_a_sampler_returning_levels_on_another_device_is_named_not_a_crash(capsys):
+    def on_meta(model, cond, generator=None):
+        size = model.config.image_size
+        return torch.zeros(cond.size(0), size, size, dtype=torch.long, device="meta")
+    assert check_sample_loop(on_meta) is ch04.sample_loop
+    assert "returned a tensor on the meta device" in capsys.readouterr().out

@@ -305,3 +305,10 @@ def test_chapter_06_samples_with_the_learners_latest_cache_step():
                             decoder=SimpleNamespace(blocks=[None], start_token=4))
     namespace["sample_with_cache"](model, torch.zeros(1, 2, dtype=torch.long))  # one pixel: one step
     assert calls == ["latest"]
+
+
+def test_levels_on_another_device_are_named_not_a_crash(capsys):
+    def on_meta(logits, temperature=1.0, top_k=None, generator=None):
+        return torch.zeros(logits.size(0), dtype=torch.long, device="meta")
+    assert check_sample_logits(on_meta) is sample_logits
+    assert "returned a tensor on the meta device" in capsys.readouterr().out

@@ -66,6 +66,44 @@ def test_noise_augment_mistakes_are_named(capsys, wrong, words):
     assert words in out and REFERENCE in out
 
 
+def _log_snr_form(low, aug, noise):  # α = √sigmoid(λ) with λ = log(α²/σ²) by hand: NaN at aug = 1 in float32
+    log_snr = 2 * (torch.cos(math.pi * aug / 2).log() - torch.sin(math.pi * aug / 2).log())
+    alpha, sigma = torch.sigmoid(log_snr).sqrt(), torch.sigmoid(-log_snr).sqrt()
+    return alpha.view(-1, 1, 1, 1) * low + sigma.view(-1, 1, 1, 1) * noise, aug
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (_aug_wrong(_cosine(), lambda a: a.double()), "returned float64 as level"),
+    (lambda low, aug, noise: (my_noise_augment(low.double(), aug.double(), noise.double())[0], aug),
+     "returned float64 as image; the rest of the notebook works in float32 — cast back with `.float()`"),
+    (lambda low, aug, noise: my_noise_augment(low, aug, torch.randn_like(low)), "it ignores `noise`"),
+    (lambda low, aug, noise: (my_noise_augment(low, aug[:1].expand_as(aug), noise)[0], aug),
+     "one level for the whole batch (aug[0], or .item())"),
+    (lambda low, aug, noise: (my_noise_augment(low, aug, noise)[0] * 0 + _cos_sin(aug[:1])[0] * low
+                              + _cos_sin(aug)[1] * noise, aug), "one value of `aug` for the whole batch"),
+    (lambda low, aug, noise: (_cos_sin(aug)[0] * low + _cos_sin(aug)[1] ** 2 * noise, aug), "σ² instead of σ"),
+    (lambda low, aug, noise: (_cos_sin(aug)[0] ** 2 * low + _cos_sin(aug)[1] * noise, aug), "α² instead of α"),
+    (lambda low, aug, noise: my_noise_augment(low, aug, noise[:1].expand_as(noise)),
+     "the same noise image for the whole batch"),
+    (_log_snr_form, "wrong only for the images at aug = 1 (NaN or inf there): at level 1 float32 gives α"),
+    (lambda low, aug, noise: (my_noise_augment(low, aug, noise)[0].to("meta"), aug),
+     "returned a tensor as image on the meta device"),
+], ids=["level-float64", "image-float64", "own-noise", "one-level", "alpha-of-first-level", "sigma-squared",
+        "alpha-squared", "one-noise", "log-snr-nan-at-1", "meta-device"])
+def test_noise_augment_slips_are_named(capsys, wrong, words):
+    assert check_noise_augment(wrong) is noise_augment
+    out = capsys.readouterr().out
+    assert words in out and REFERENCE in out
+
+
+def test_noise_augment_in_float64_cast_back_passes(capsys):
+    def float64_inside(low, aug, noise):
+        image, level = my_noise_augment(low.double(), aug.double(), noise.double())
+        return image.float(), level.float()
+    assert check_noise_augment(float64_inside) is float64_inside
+    assert "✅" in capsys.readouterr().out
+
+
 def test_noise_augment_that_returns_only_the_image_is_told_what_is_missing(capsys):
     assert check_noise_augment(lambda low, aug, noise: my_noise_augment(low, aug, noise)[0]) is noise_augment
     out = capsys.readouterr().out
@@ -110,6 +148,26 @@ def _up(x, **kw):
     (lambda tr: _up(tr[-1][1], align_corners=True), "align_corners=True"),
 ], ids=["last-x_t", "first-x0", "to-01", "mapped-twice", "nearest", "bicubic", "align-corners"])
 def test_hand_off_mistakes_are_named(capsys, wrong, words):
+    assert check_hand_off(wrong) is hand_off
+    out = capsys.readouterr().out
+    assert words in out and REFERENCE in out
+
+
+def _drops_the_earlier_steps(trajectory):
+    sample = trajectory[-1][1]
+    for i in range(len(trajectory) - 1):
+        trajectory[i] = None  # "free the memory"
+    return _up(sample)
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda tr: _up(tr[-2][1]), "the second-to-last step's x̂₀ (trajectory[-2])"),
+    (lambda tr: _up(tr[-2][0]), "the second-to-last step's x_t (trajectory[-2][0])"),
+    (lambda tr: _up(tr[-1][1].double()), "returned float64"),
+    (_drops_the_earlier_steps, "it writes into its input `trajectory` (an entry replaced, added or removed"),
+    (lambda tr: _up(tr.pop()[1]), "it writes into its input `trajectory`"),
+], ids=["second-to-last-x0", "second-to-last-x_t", "float64", "entries-set-to-none", "pop"])
+def test_hand_off_slips_are_named(capsys, wrong, words):
     assert check_hand_off(wrong) is hand_off
     out = capsys.readouterr().out
     assert words in out and REFERENCE in out

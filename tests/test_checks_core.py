@@ -5,8 +5,19 @@ code ran."""
 import pytest
 import torch
 
+from imagen_tutorial import diffusion
 from imagen_tutorial.checks import core
-from imagen_tutorial.checks.core import compare, draws_match, generator_use, settle, whose
+from imagen_tutorial.checks.core import (
+    compare,
+    draws_match,
+    end_points,
+    generator_use,
+    ignores,
+    per_image,
+    reference_given,
+    settle,
+    whose,
+)
 
 
 def double(x):
@@ -30,6 +41,119 @@ def test_dtype_counts_when_asked(capsys):
     assert compare("ident", lambda x: x.float(), lambda x: x, cases)
     assert not compare("ident", lambda x: x.float(), lambda x: x, cases, dtype=True)
     assert "returned torch.float32, expected torch.int64" in capsys.readouterr().out
+
+
+def test_a_float64_result_is_named_with_the_cast_back(capsys):
+    assert not compare("ident", lambda x: x.double(), lambda x: x, [(torch.arange(4.0),)])
+    assert "returned float64; the rest of the notebook works in float32 — cast back with `.float()`" in \
+        capsys.readouterr().out
+
+
+def test_float64_inside_cast_back_passes(capsys):
+    assert compare("ident", lambda x: (x.double() * 3).float() / 3, lambda x: x, [(torch.arange(4.0),)])
+    assert "✅" in capsys.readouterr().out
+
+
+def test_a_result_on_another_device_is_named_and_never_raises(capsys):
+    assert not compare("ident", lambda x: x.to("meta"), lambda x: x, [(torch.arange(4.0),)])
+    assert "returned a tensor on the meta device, but the inputs are on cpu" in capsys.readouterr().out
+
+
+def test_a_hook_that_fails_on_an_odd_result_falls_back_to_the_difference(capsys):
+    def diagnose(got, expected, args):
+        return got[0].shape[5]  # an IndexError on the learner's value
+    assert not compare("ident", lambda x: [x], lambda x: x, [(torch.arange(4.0),)], diagnose=diagnose)
+    assert "returned list, expected a tensor of shape (4,)" in capsys.readouterr().out
+
+
+def test_an_input_list_whose_entries_are_replaced_is_a_write_not_a_crash(capsys):
+    def drops(pairs):
+        out = pairs[-1][1] * 2
+        pairs[0] = None
+        return out
+    pairs = [(torch.ones(2), torch.ones(2)), (torch.zeros(2), torch.arange(2.0))]
+    assert not compare("last", drops, lambda pairs: pairs[-1][1] * 2, [(pairs,)])
+    assert "it writes into its input `pairs`" in capsys.readouterr().out
+
+
+def test_a_mistake_may_have_several_forms(capsys):
+    forms = [lambda x: x + 1, lambda x: x + 2]
+    assert not compare("ident", lambda x: x + 2, lambda x: x, [(torch.arange(4.0),)], {"off by some": forms})
+    assert "looks like off by some" in capsys.readouterr().out
+
+
+def _mix(x, t, noise):  # a forward process in miniature: one t per row
+    return (1 - t)[:, None] * x + t[:, None] * noise
+
+
+def _mix_cases():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(4, 3, generator=g), torch.tensor([0.3, 0.6, 0.3, 1.0]), torch.randn(4, 3, generator=g))]
+
+
+def test_a_function_that_draws_its_own_noise_is_told_it_ignores_noise(capsys):
+    def own_noise(x, t, noise):
+        return _mix(x, t, torch.randn_like(x))
+    assert not compare("mix", own_noise, _mix, _mix_cases(), probes=[ignores("noise")])
+    assert "it ignores `noise`: its output stays the same when `noise` changes" in capsys.readouterr().out
+
+
+def test_learner_randomness_leaves_the_notebook_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    compare("mix", lambda x, t, noise: _mix(x, t, torch.randn_like(x)), _mix, _mix_cases(), probes=[ignores("noise")])
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("pick, words", [(lambda t: t[:1], "one `t` for the whole batch, the first image's, t[0]"),
+                                         (lambda t: t.mean(), "one `t` for the whole batch, their mean, t.mean()")],
+                         ids=["first", "mean"])
+def test_one_t_for_the_whole_batch_is_named(capsys, pick, words):
+    def uniform(x, t, noise):
+        return _mix(x, pick(t).expand_as(t), noise)
+    assert not compare("mix", uniform, _mix, _mix_cases(), probes=[per_image("t")])
+    assert words in capsys.readouterr().out
+
+
+def test_an_answer_right_only_where_t_equals_the_first_images_is_one_value_for_the_batch(capsys):
+    def half_uniform(x, t, noise):  # the first t for the image's weight, each image's own for the noise's
+        return (1 - t[0]) * x + t[:, None] * noise
+    assert not compare("mix", half_uniform, _mix, _mix_cases(), probes=[per_image("t")])
+    assert "one value of `t` for the whole batch: the first image is right" in capsys.readouterr().out
+
+
+def test_one_noise_for_the_batch_is_not_mistaken_for_one_t(capsys):
+    def one_noise(x, t, noise):
+        return _mix(x, t, noise[:1].expand_as(noise))
+    assert not compare("mix", one_noise, _mix, _mix_cases(), probes=[per_image("t")])
+    assert "for the whole batch" not in capsys.readouterr().out
+
+
+def test_an_answer_wrong_only_at_an_end_point_is_told_why(capsys):
+    def nan_at_1(x, t, noise):
+        return _mix(x, t, noise) / (1 - t)[:, None] * (1 - t)[:, None]
+    probe = end_points({"t": {1.0: "a division by 1 − t", 0.0: "never used here"}})
+    assert not compare("mix", nan_at_1, _mix, _mix_cases(), probes=[probe, per_image("t")])
+    out = capsys.readouterr().out
+    assert "wrong only for the images at t = 1 (NaN or inf there): a division by 1 − t" in out
+    assert "never used here" not in out
+
+
+def test_the_package_function_itself_is_told_apart_from_a_rebound_name(capsys, monkeypatch):
+    monkeypatch.setattr(core, "_fallbacks", {})
+    monkeypatch.setattr(core, "_last", {})
+    assert reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
+    assert "the name points to the package's own `diffusion.q_sample` — write the function yourself" in \
+        capsys.readouterr().out
+    settle("q_sample", None, diffusion.q_sample, compare("q_sample", None, diffusion.q_sample, []))
+    assert reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
+    assert "an earlier check rebound the name" in capsys.readouterr().out
+
+
+def test_item_on_a_batch_gets_the_per_image_hint(capsys):
+    assert not compare("mix", lambda x, t, noise: (1 - t.item()) * x + t.item() * noise, _mix, _mix_cases())
+    assert "`.item()`, float() and int() take a tensor of one number" in capsys.readouterr().out
 
 
 def test_writing_into_an_input_fails_and_names_it(capsys):

@@ -52,6 +52,10 @@ def test_schedule_keeps_variance_and_runs_from_image_to_noise():
     assert (snr.diff() < 0).all() and abs(diffusion.log_snr(torch.tensor(0.5)).item()) < 1e-5
 
 
+def test_log_snr_is_infinite_not_nan_at_the_end_points():
+    assert diffusion.log_snr(torch.tensor([0.0, 1.0])).tolist() == [float("inf"), float("-inf")]
+
+
 def test_q_sample_has_mean_alpha_x0_and_std_sigma():
     torch.manual_seed(0)
     x0 = torch.full((20000, 1, 1, 1), 0.6)

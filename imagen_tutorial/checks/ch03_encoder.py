@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import compare, fail, is_stub, not_attempted, reference_given, settle, verdict
+from .core import compare, fail, is_stub, not_attempted, reference_given, settle, unusable, verdict
 
 __all__ = ["check_embed", "check_patchify", "check_resnet_encoder"]
 
@@ -171,6 +171,8 @@ def _resnet_problem(learner: type, d_model: int = 32) -> str | tuple[str, list[i
     if not isinstance(out, Tensor) or out.dim() != 3 or out.size(0) != 2 or out.size(2) != d_model:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         return f"returned {shape} for 2 images, expected a memory [2, S, {d_model}]"
+    if unusable(out):
+        return unusable(out)
     features, linear_input = seen["features"], seen["linear_input"]
     if features is not None:
         h, w = features.shape[-2:]

@@ -27,6 +27,7 @@ from .core import (
     pytorch_hint,
     reference_given,
     settle,
+    unusable,
     verdict,
 )
 
@@ -213,6 +214,8 @@ def _sample_problem(out, B: int, size: int, levels: int) -> str | None:
         return f"returned [B, T] = {list(out.shape)}: reshape the canvas to images, out.view(B, H, W)"
     if tuple(out.shape) != (B, size, size):
         return f"returned {list(out.shape)} for {B} captions, expected [B, H, W] = {[B, size, size]}"
+    if unusable(out):
+        return unusable(out)
     if out.is_floating_point():
         return f"returned {out.dtype}; levels are integers (a LongTensor, as torch.multinomial gives)"
     if out.numel() and (out.min() < 0 or out.max() >= levels):

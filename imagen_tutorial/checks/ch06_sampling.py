@@ -34,6 +34,7 @@ from .core import (
     pytorch_hint,
     reference_given,
     settle,
+    unusable,
     verdict,
 )
 
@@ -266,6 +267,8 @@ def _levels_problem(out, rows: int) -> str | None:
         return "returned (B, levels): that is a distribution, not a draw; draw one level per row (B,)"
     if tuple(out.shape) != (rows,):
         return f"returned {tuple(out.shape)}, expected levels ({rows},)"
+    if unusable(out):
+        return unusable(out)
     if out.is_floating_point():
         return f"returned {out.dtype}; levels are integers (a LongTensor, as argmax and torch.multinomial give)"
     if out.numel() and (out.min() < 0 or out.max() >= _LEVELS):

@@ -4,7 +4,8 @@ input, and the hand-off from the base stage's sampler to the SR stage.
 The references are the package's own pieces, as `Denoiser.generate` and `Cascade.generate` use them: the base
 stage's sample is its last x̂₀ (in [-1, 1]); the SR stage upsamples it bilinearly to 28×28 and corrupts it by the
 same forward process as training, x_t = α(aug)·z + σ(aug)·ε, at a level `aug` that it is also told. Every case has
-a batch of at least two images with a different level per image, so one level for the whole batch is caught.
+a batch of at least two images with a different level per image (one level for the whole batch is caught), the
+levels 0 and 1 are among them, and the first image's level comes back in a later image.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import diffusion
-from .ch09_diffusion import _per_image, _q_columns, _q_mistake, level_cases
-from .core import compare, settle
+from .ch09_diffusion import SIGMA_AT_0, _per_image, _q_columns, _q_mistake, alpha_at_1, level_cases
+from .core import compare, end_points, ignores, per_image, settle
 
 __all__ = ["check_noise_augment", "check_hand_off", "noise_augment", "hand_off"]
 
@@ -32,8 +33,9 @@ def noise_augment(low: Tensor, aug: Tensor, noise: Tensor) -> tuple[Tensor, Tens
 
 
 def _augment_cases() -> list[tuple]:
-    # the first batch is 4 images of 4×4 pixels, where a level of shape [4] broadcasts silently along the columns
-    return level_cases(10, [((4, 4), [0.0, 0.1, 0.3, 0.5]), ((3, 6), [0.2, 0.45, 0.05]), ((2, 8), [0.35, 0.15])])
+    # The first batch is 4 images of 4×4 pixels, where a level of shape [4] broadcasts silently along the columns;
+    # its first image's level comes back in its third. The end points, 0 (as given) and 1 (pure noise), are in.
+    return level_cases(10, [((4, 4), [0.2, 0.0, 0.2, 0.5]), ((3, 6), [0.45, 1.0, 0.05]), ((2, 8), [0.35, 0.15])])
 
 
 def _augment_mistake(mix: Callable[[Tensor, Tensor, Tensor], Tensor], level: Callable[[Tensor], Tensor] = lambda a: a):
@@ -63,6 +65,14 @@ def check_noise_augment(learner: Callable | None) -> Callable:
             _augment_mistake(lambda low, a, n: (1 - _per_image(a, low)) * low + _per_image(a, low) * n),
         "α² and σ² instead of α and σ: those are the variances; the forward process is α(aug)·low + σ(aug)·noise":
             _augment_mistake(_q_mistake(a_power=2, s_power=2)),
+        "σ² instead of σ on the noise (σ² is the noise's variance): the forward process is α(aug)·low + σ(aug)·noise":
+            _augment_mistake(_q_mistake(s_power=2)),
+        "α² instead of α on the image: the forward process is α(aug)·low + σ(aug)·noise":
+            _augment_mistake(_q_mistake(a_power=2)),
+        "the same noise image for the whole batch (noise[0]): each image gets its own ε":
+            _augment_mistake(_q_mistake(one_noise=True)),
+        "one level for the whole batch (aug[0], or .item()): each image is augmented at its own level, shape [B]; "
+        "reshape it to [B, 1, 1, 1] (.view(-1, 1, 1, 1))": _augment_mistake(_q_mistake(one_t=True)),
         "α and σ swapped: σ(aug)·low + α(aug)·noise is almost pure noise at small levels — α goes with the image":
             _augment_mistake(_q_mistake(swap=True)),
         "the level as 1 − aug: the model is told the level itself, the t of the forward process (0 = clean)":
@@ -76,15 +86,18 @@ def check_noise_augment(learner: Callable | None) -> Callable:
             return "α(aug) and σ(aug) have one value per image, shape [B]: reshape them to [B, 1, 1, 1]"
         return None
 
+    ends = {"aug": {1.0: alpha_at_1("at level 1", "·aug"), 0.0: SIGMA_AT_0}}
+    probes = [ignores("noise"), end_points(ends), per_image("aug")]
     ok = compare("noise_augment", learner, noise_augment, _augment_cases(), mistakes, outputs=("image", "level"),
-                 on_error=on_error)
+                 on_error=on_error, probes=probes)
     return settle("noise_augment", learner, noise_augment, ok)
 
 
 # ---------------------------------------------------------------- exercise 2: the hand-off
 def hand_off(trajectory: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """The SR stage's low-res input from the base stage's sampling trajectory, a list of (x_t, x̂₀) per step in
-    [-1, 1]: the sample is the last step's x̂₀, upsampled bilinearly to 28×28 and kept in [-1, 1]."""
+    """The SR stage's low-res input from the base stage's sampling trajectory, a list of (x_t, x̂₀) per step (x_t
+    the noisy image, x̂₀ the thresholded guess in [-1, 1]): the sample is the last step's x̂₀, upsampled bilinearly
+    to 28×28 and kept in [-1, 1]."""
     sample = trajectory[-1][1]
     return F.interpolate(sample, size=SIZE, mode="bilinear", align_corners=False)
 
@@ -110,8 +123,12 @@ def check_hand_off(learner: Callable | None) -> Callable:
         "is that step's x̂₀, trajectory[-1][1]": lambda tr: _up(tr[-1][0]),
         "the wrong tensor upsampled: the first step's x̂₀, the model's guess from pure noise; the sample is the "
         "last step's, trajectory[-1][1]": lambda tr: _up(tr[0][1]),
+        "the wrong tensor upsampled: the second-to-last step's x̂₀ (trajectory[-2]); the last pair is "
+        "trajectory[-1], and its x̂₀, trajectory[-1][1], is the sample": lambda tr: _up(tr[-2][1]),
+        "the wrong tensor upsampled: the second-to-last step's x_t (trajectory[-2][0]); the sample is the last "
+        "step's x̂₀, trajectory[-1][1]": lambda tr: _up(tr[-2][0]),
         "the sample moved to [0, 1] ((x + 1) / 2): that is the range generate() returns to you, but the SR "
-        "network reads its low-res channel in [-1, 1], like x_t": lambda tr: _up((tr[-1][1] + 1) / 2),
+        "network reads its low-res channel in [-1, 1], as in training": lambda tr: _up((tr[-1][1] + 1) / 2),
         "the sample mapped from [0, 1] to [-1, 1] again (2x − 1): the trajectory's x̂₀ is already in [-1, 1]":
             lambda tr: _up(2 * tr[-1][1] - 1),
         "nearest-neighbour upsampling: the SR stage was trained on bilinear upsampling (mode='bilinear', "

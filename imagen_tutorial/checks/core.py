@@ -1,10 +1,13 @@
 """The exercise checks' common machinery: run a learner's function beside the reference, print one verdict, and
 remember whose code the notebook goes on with.
 
-- `compare` checks a deterministic function on fixed cases: every element it returns (and its dtype where later
-  cells need it), on copies of the inputs (a function that writes into its inputs fails), and names a known
-  mistake only when that mistake gives the learner's outputs on *every* case (a mistake that coincides with the
-  right answer on a tiny case is never named for it).
+- `compare` checks a deterministic function on fixed cases: every element it returns, on the inputs' device and
+  with the reference's dtype (always for floating point: a float64 result would break a later matrix product;
+  for integers and bools where later cells need it), on copies of the inputs (a function that writes into its
+  inputs fails), and names a known mistake only when that mistake gives the learner's outputs on *every* case (a
+  mistake that coincides with the right answer on a tiny case is never named for it). Where no mistake fits,
+  probes name a symptom: `ignores` (the noise argument is ignored), `end_points` (wrong only at t = 0 or 1),
+  `per_image` (one t for the whole batch). Nothing a learner returns makes a check raise.
 - `draws_match` checks a random function by its distribution, not by the reference's exact draws: a correct
   sampler passes with probability at least 1 − 1e-7 however it consumes the random numbers; `generator_use`
   says separately whether a seeded generator reproduces the draws.
@@ -16,10 +19,13 @@ remember whose code the notebook goes on with.
 from __future__ import annotations
 
 import inspect
+import linecache
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -83,12 +89,25 @@ def whose(fn, yours: str | None = None) -> str:
     return f"the reference {name} ({why.get(status, 'yours did not pass its check')})"
 
 
+def _qualified(fn) -> str:
+    """`diffusion.q_sample`, `checks.ddim_update`: how a notebook reaches a package function."""
+    module = getattr(fn, "__module__", "") or ""
+    module = "checks" if module.startswith("imagen_tutorial.checks") else module.removeprefix("imagen_tutorial.")
+    return f"`{module}.{getattr(fn, '__qualname__', 'function')}`" if module else f"`{fn.__qualname__}`"
+
+
 def reference_given(name: str, learner, reference) -> bool:
     """True, and says so, when a check is handed the reference itself: after a ❌ the notebook's name points to
     the reference, so re-running only the check cell would otherwise report a false ✅."""
     if learner is not None and learner is reference:
-        print(f"{NOTE} {name}: this is the reference implementation, not yours (an earlier check rebound the "
-              f"name) — re-run the cell with your code, then this check")
+        handed_back = _fallbacks.get(id(reference), (None, None, "reference given"))[2] != "reference given"
+        if handed_back:
+            print(f"{NOTE} {name}: this is the reference implementation, not yours (an earlier check rebound the "
+                  f"name) — re-run the cell with your code, then this check")
+        else:  # no check handed it out: the learner assigned the package's function
+            print(f"{NOTE} {name}: this is the reference implementation, not yours: the name points to the "
+                  f"package's own {_qualified(reference)} — write the function yourself in the exercise cell (the "
+                  f"check compares yours with this one), then run this check")
         _last[name] = "reference given"
         _fallbacks.setdefault(id(reference), (reference, name, "reference given"))
         return True
@@ -117,6 +136,11 @@ def one_thread() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- deterministic functions
+# Every learner call starts from this global random state (and the notebook's is restored afterwards): code that
+# draws its own noise then gives the same draws every time, which is how `ignores` tells that it ignores its noise.
+LEARNER_SEED = 12345
+
+
 def _as_tuple(x) -> tuple:
     return x if isinstance(x, tuple) else (x,)
 
@@ -132,18 +156,34 @@ def _clone(x):
 
 
 def _unchanged(before, after) -> bool:
+    """Is `after` (the copy the learner was handed) still equal to `before`? Never raises: whatever the learner put
+    in its place (None, a list cut short, a tensor on another device) counts as a change."""
+    try:
+        if isinstance(before, Tensor):
+            if not isinstance(after, Tensor) or (before.shape, before.dtype, before.device) != (
+                    after.shape, after.dtype, after.device):
+                return False
+            same = before == after
+            if before.is_floating_point():
+                same |= before.isnan() & after.isnan()
+            return bool(same.all())
+        if isinstance(before, (list, tuple)):
+            return isinstance(after, (list, tuple)) and len(before) == len(after) and all(
+                _unchanged(b, a) for b, a in zip(before, after, strict=True))
+        if isinstance(before, dict):
+            return isinstance(after, dict) and before.keys() == after.keys() and all(
+                _unchanged(before[k], after[k]) for k in before)
+        return True
+    except Exception:
+        return False
+
+
+def _writes_into(name: str, before) -> str:
     if isinstance(before, Tensor):
-        if not isinstance(after, Tensor) or before.shape != after.shape or before.dtype != after.dtype:
-            return False
-        same = before == after
-        if before.is_floating_point():
-            same |= before.isnan() & after.isnan()
-        return bool(same.all())
-    if isinstance(before, (list, tuple)):
-        return len(before) == len(after) and all(_unchanged(b, a) for b, a in zip(before, after, strict=True))
-    if isinstance(before, dict):
-        return before.keys() == after.keys() and all(_unchanged(before[k], after[k]) for k in before)
-    return True
+        return (f"it writes into its input {name} (the caller's tensor changes, so later cells would see corrupted "
+                f"data): build a new tensor instead (torch.cat, or start from a .clone())")
+    return (f"it writes into its input {name} (an entry replaced, added or removed, or a tensor in it changed in "
+            f"place, so later cells would see corrupted data): read from it, and build new tensors")
 
 
 def _param_names(fn) -> list[str]:
@@ -157,13 +197,30 @@ def _param_names(fn) -> list[str]:
 
 
 def _close(got, expected, atol: float, rtol: float) -> bool:
-    return (isinstance(got, Tensor) and isinstance(expected, Tensor) and got.shape == expected.shape
-            and torch.allclose(got.double(), expected.double(), atol=atol, rtol=rtol, equal_nan=True))
+    """The same values (whatever the dtypes), on the same device, in the same shape. Never raises."""
+    if not (isinstance(got, Tensor) and isinstance(expected, Tensor)) or got.device != expected.device \
+            or got.shape != expected.shape or got.is_complex():
+        return False
+    try:
+        return torch.allclose(got.double(), expected.double(), atol=atol, rtol=rtol, equal_nan=True)
+    except Exception:  # a tensor no comparison accepts (sparse, quantized, ...) is not the reference's
+        return False
 
 
-def _same(got: tuple, expected: tuple, atol: float, rtol: float, dtype: bool = False) -> bool:
-    return len(got) == len(expected) and all(
-        _close(g, e, atol, rtol) and (not dtype or g.dtype == e.dtype) for g, e in zip(got, expected, strict=True))
+def _dtype_counts(expected: Tensor, dtype: bool) -> bool:
+    """Floating-point outputs must always have the reference's dtype (a float64 result makes a later matrix product
+    with float32 weights fail); integer and bool ones only where the check asks (`dtype=True`)."""
+    return dtype or expected.is_floating_point()
+
+
+def _values_match(got: tuple, expected: tuple, atol: float, rtol: float) -> bool:
+    return len(got) == len(expected) and all(_close(g, e, atol, rtol) for g, e in zip(got, expected, strict=True))
+
+
+def _matches(got: tuple, expected: tuple, atol: float, rtol: float, dtype: bool) -> bool:
+    """Right: the values, and the dtypes that count."""
+    return _values_match(got, expected, atol, rtol) and all(
+        g.dtype == e.dtype or not _dtype_counts(e, dtype) for g, e in zip(got, expected, strict=True))
 
 
 def _with_warnings(error: BaseException, caught: list) -> BaseException:
@@ -175,6 +232,20 @@ def _with_warnings(error: BaseException, caught: list) -> BaseException:
 def error_text(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
+
+
+def failing_line(error: BaseException) -> str:
+    """The source line where `error` was raised, in the last frame outside torch and the checks (the learner's
+    code, or a package function it called), or "" where it cannot be read. Notebook cells are readable too:
+    IPython keeps their source in `linecache`."""
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+    line, tb = "", error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith(skip):
+            line = linecache.getline(filename, tb.tb_lineno).strip() or line
+        tb = tb.tb_next
+    return line
 
 
 def pytorch_hint(error: BaseException) -> str | None:
@@ -190,9 +261,59 @@ def pytorch_hint(error: BaseException) -> str | None:
     if "Expected target size" in text or ("cross_entropy" in text.lower() and "size" in text):
         return ("F.cross_entropy wants the class axis second: logits (B, levels, T), targets (B, T) — pass "
                 "logits.transpose(1, 2), with reduction='none' to keep one loss per pixel")
+    if "converted to Scalar" in text or "converted to Python scalars" in text:
+        return ("`.item()`, float() and int() take a tensor of one number, and this one holds one value per image "
+                "(shape [B]): keep it a tensor, reshaped to [B, 1, 1, 1] (.view(-1, 1, 1, 1)), so that each image "
+                "gets its own")
     if "must match the size of tensor" in text or "shapes cannot be multiplied" in text:
         return "a shape mismatch: print the shapes of the tensors in the failing line and compare with the exercise"
     return None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def unusable(out: Tensor, device: torch.device | str = "cpu", label: str = "") -> str | None:
+    """What makes a returned tensor unusable whatever its values, or None: it lives on another device than the
+    inputs, or holds complex numbers. (Checks that read a learner's values, e.g. `.min()`, ask this first.)"""
+    as_label = f" as {label}" if label else ""
+    if out.device != torch.device(device):
+        return (f"returned a tensor{as_label} on the {out.device} device, but the inputs are on {device}: make new "
+                f"tensors on the inputs' device (device=x.device, torch.zeros_like(x), or .to(x.device))")
+    if out.is_complex():
+        return f"returned {out.dtype}{as_label}: complex numbers; the rest of the notebook works with real tensors"
+    return None
+
+
+def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: float) -> str | None:
+    """What is wrong with one returned element (None if nothing): its type, device, shape, dtype, then values."""
+    as_label = f" as {label}" if label else ""
+    if not isinstance(g, Tensor):
+        what = "None (is a `return` missing?)" if g is None else type(g).__name__
+        numpy = " (torch.from_numpy(a).float() turns a numpy array into one)" if type(g).__name__ == "ndarray" else ""
+        return f"returned {what}{as_label}, expected a tensor of shape {tuple(e.shape)}{numpy}"
+    elsewhere = unusable(g, e.device, label)
+    if elsewhere and g.device != e.device:
+        return elsewhere
+    if g.shape != e.shape:
+        return f"returned {tuple(g.shape)}{as_label}, expected shape {tuple(e.shape)}"
+    if g.dtype != e.dtype and _dtype_counts(e, dtype):
+        if e.is_floating_point() and g.is_floating_point():
+            cast = {torch.float32: "`.float()`", torch.float64: "`.double()`"}.get(e.dtype, f"`.to({e.dtype})`")
+            why = " (numpy and .double() compute in float64)" if g.dtype == torch.float64 else ""
+            return (f"returned {_dtype_name(g.dtype)}{as_label}; the rest of the notebook works in "
+                    f"{_dtype_name(e.dtype)} — cast back with {cast}{why}")
+        return f"returned {g.dtype}{as_label}, expected {e.dtype}"
+    if _close(g, e, atol, rtol):
+        return None
+    gd, ed = g.double(), e.double()
+    if (~gd.isfinite() & ed.isfinite()).any():
+        bad = gd[~gd.isfinite() & ed.isfinite()][0].item()
+        return f"{label or 'the output'} holds {bad} where the reference has finite numbers"
+    worst = (gd - ed).abs().nan_to_num(nan=float("inf")).max().item()
+    subject = (f"the {label} differ" + ("" if label.endswith("s") else "s")) if label else "values differ"
+    return f"{subject} from the reference (max difference {worst:.3g})"
 
 
 def _describe_difference(got: tuple, expected: tuple, outputs: Sequence[str] | None, dtype: bool, atol: float,
@@ -205,62 +326,208 @@ def _describe_difference(got: tuple, expected: tuple, outputs: Sequence[str] | N
     wrong, right = [], []
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         label = outputs[i] if outputs else (f"element {i}" if len(expected) > 1 else "")
-        as_label = f" as {label}" if label else ""
-        if not isinstance(g, Tensor):
-            what = "None (is a `return` missing?)" if g is None else type(g).__name__
-            return f"returned {what}{as_label}, expected a tensor of shape {tuple(e.shape)}"
-        if g.shape != e.shape:
-            return f"returned {tuple(g.shape)}{as_label}, expected shape {tuple(e.shape)}"
-        if dtype and g.dtype != e.dtype:
-            return f"returned {g.dtype}{as_label}, expected {e.dtype}"
-        if _close(g, e, atol, rtol):
+        try:
+            problem = _describe_element(g, e, label, dtype, atol, rtol)
+        except Exception:  # something no comparison understands: say what it is
+            problem = f"returned {type(g).__name__}{f' as {label}' if label else ''}, which cannot be compared"
+        if problem is None:
             right.append(label)
-            continue
-        gd, ed = g.double(), e.double()
-        if (~gd.isfinite() & ed.isfinite()).any():
-            bad = gd[~gd.isfinite() & ed.isfinite()][0].item()
-            wrong.append(f"{label or 'the output'} holds {bad} where the reference has finite numbers")
+        elif problem.startswith("returned"):  # a wrong type, device, shape or dtype says it all
+            return problem
         else:
-            worst = (gd - ed).abs().nan_to_num(nan=float("inf")).max().item()
-            subject = (f"the {label} differ" + ("" if label.endswith("s") else "s")) if label else "values differ"
-            wrong.append(f"{subject} from the reference (max difference {worst:.3g})")
+            wrong.append(problem)
     message = "; ".join(wrong)
     if right and any(right):
         message += f" (the {' and '.join(r for r in right if r)} {'is' if len(right) == 1 else 'are'} right)"
     return message
 
 
+# ---------------------------------------------------------------- what a check saw, and probes that read it
+@dataclass
+class Outcome:
+    """What `compare` saw on every case: the arguments, the learner's outputs and the reference's (each a tuple).
+    Probes read it to name a symptom; `names` are the reference's parameter names."""
+
+    learner: Callable
+    reference: Callable
+    cases: list[tuple]
+    got: list[tuple]
+    expected: list[tuple]
+    names: list[str]
+    atol: float
+    rtol: float
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def call(self, fn: Callable, args: tuple) -> tuple | None:
+        """fn(*args) on copies, from the fixed random state, as a tuple; None if it raises."""
+        try:
+            with fixed_rng(LEARNER_SEED), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _as_tuple(fn(*_clone(args)))
+        except Exception:
+            return None
+
+    def same(self, got: tuple | None, expected: tuple | None) -> bool:
+        return got is not None and expected is not None and _values_match(got, expected, self.atol, self.rtol)
+
+    def rows_right(self, i: int, batch: int) -> Tensor | None:
+        """For each of the `batch` images of case i: are all the learner's outputs right there? None when an
+        output has no batch axis of that size (or is not a comparable tensor)."""
+        got, expected = self.got[i], self.expected[i]
+        if len(got) != len(expected):
+            return None
+        rows = torch.ones(batch, dtype=torch.bool)
+        for g, e in zip(got, expected, strict=True):
+            if not (isinstance(g, Tensor) and isinstance(e, Tensor)) or g.device != e.device or g.shape != e.shape \
+                    or e.dim() == 0 or e.size(0) != batch or g.is_complex():
+                return None
+            close = torch.isclose(g.double(), e.double(), atol=self.atol, rtol=self.rtol, equal_nan=True)
+            rows &= close.reshape(batch, -1).all(1).cpu()
+        return rows
+
+
+Probe = Callable[[Outcome], "str | None"]
+
+
+def ignores(arg: str) -> Probe:
+    """A probe for a learner that ignores its noise argument `arg` (draws its own with torch.randn_like, or leaves
+    it out): called twice from the same random state with different `arg`, it returns the same output, while the
+    reference's changes."""
+    def probe(run: Outcome) -> str | None:
+        k = run.index(arg)
+        g = torch.Generator().manual_seed(LEARNER_SEED + 1)
+        for args in run.cases:
+            other = list(args)
+            other[k] = torch.randn(args[k].shape, generator=g, dtype=args[k].dtype).to(args[k].device)
+            if run.same(run.call(run.reference, args), run.call(run.reference, other)):
+                continue  # this case cannot tell
+            if not run.same(run.call(run.learner, args), run.call(run.learner, other)):
+                return None
+            return (f"it ignores `{arg}`: its output stays the same when `{arg}` changes, so it draws its own noise "
+                    f"(torch.randn_like inside?) or leaves `{arg}` out — use the `{arg}` it is given: the caller "
+                    f"decides the noise (the sampler reuses it, and a seed reproduces it)")
+        return None
+    return probe
+
+
+def _labels(names: Sequence[str], word: str) -> str:
+    return f" {word} ".join(f"`{n}`" for n in names)
+
+
+def per_image(*args: str) -> Probe:
+    """A probe for an answer that uses one value of per-image arguments (`args`, each [B]: t, s, a level) for the
+    whole batch. Named exactly when the reference, handed the first value (t[0], what .item() or float() keep),
+    the last or the mean for every image, reproduces the learner's outputs on every case; named as a symptom when,
+    on every case, the first image and every image whose values equal the first one's are right, and some other
+    image is wrong."""
+    picks = {("the first image's", "{a}[0]", " (what .item() or float() keep)"): lambda v: v[:1],
+             ("the last image's", "{a}[-1]", ""): lambda v: v[-1:],
+             ("their mean", "{a}.mean()", ""): lambda v: v.mean(0, keepdim=True)}
+    advice = "each image has its own, shape [B]: keep it a tensor and reshape it to [B, 1, 1, 1] (.view(-1, 1, 1, 1))"
+
+    def one_value(run: Outcome, subset: Sequence[str], pick: Callable) -> bool:
+        def uniform(case):
+            case = list(case)
+            for a in subset:
+                k = run.index(a)
+                case[k] = pick(case[k]).expand_as(case[k]).clone()
+            return case
+        return all(run.same(got, run.call(run.reference, uniform(case)))
+                   for case, got in zip(run.cases, run.got, strict=True))
+
+    def probe(run: Outcome) -> str | None:
+        for subset in [[a] for a in args] + ([list(args)] if len(args) > 1 else []):
+            for (whose, code, note), pick in picks.items():
+                if one_value(run, subset, pick):
+                    codes = " and ".join(code.format(a=a) for a in subset)
+                    return f"one {_labels(subset, 'and one')} for the whole batch, {whose}, {codes}{note}: {advice}"
+        ks = [run.index(a) for a in args]
+        wrong_somewhere = False
+        for i, case in enumerate(run.cases):
+            values = torch.stack([case[k].reshape(-1).double() for k in ks], 1)  # (B, len(args))
+            rows = run.rows_right(i, values.size(0))
+            if rows is None or not rows[(values == values[0]).all(1)].all():
+                return None
+            wrong_somewhere |= not bool(rows.all())
+        if not wrong_somewhere:
+            return None
+        return (f"one value of {_labels(args, 'or')} for the whole batch: the first image is right, and so is every "
+                f"image with the same {_labels(args, 'and')}, but the others are wrong — {advice}")
+    return probe
+
+
+def end_points(messages: dict[str, dict[float, str]]) -> Probe:
+    """A probe for an answer that is right except at the end points of a per-image argument: `messages` maps an
+    argument's name to {end value: why an answer typically breaks there}. It names the end points where the
+    learner is wrong when every wrong image sits at one of them."""
+    def probe(run: Outcome) -> str | None:
+        hits: dict[tuple[str, float], bool] = {}  # (argument, value) -> the output is NaN or inf there
+        for i, case in enumerate(run.cases):
+            columns = {a: case[run.index(a)].reshape(-1) for a in messages}
+            batch = next(iter(columns.values())).numel()
+            rows = run.rows_right(i, batch)
+            if rows is None:
+                return None
+            for row in (~rows).nonzero()[:, 0].tolist():
+                at = [(a, v) for a, values in messages.items() for v in values if float(columns[a][row]) == v]
+                if not at:
+                    return None
+                finite = all(bool(g[row].isfinite().all()) for g in run.got[i] if isinstance(g, Tensor))
+                for key in at:
+                    hits[key] = hits.get(key, False) or not finite
+        return "; ".join(f"wrong only for the images at {a} = {v:g}" + (" (NaN or inf there)" if nan else "")
+                         + f": {messages[a][v]}" for (a, v), nan in hits.items()) or None
+    return probe
+
+
+def _safely(fn: Callable | None, *args):
+    """A chapter's hook or probe on whatever the learner returned; a hook that fails says nothing."""
+    if fn is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a complex result cast to real inside a hook
+            return fn(*args)
+    except Exception:
+        return None
+
+
 def compare(name: str, learner: Callable | None, reference: Callable, cases: list[tuple],
-            mistakes: dict[str, Callable] | None = None, atol: float = 1e-5, *, rtol: float = 1e-4,
-            outputs: Sequence[str] | None = None, dtype: bool = False,
+            mistakes: dict[str, Callable | Sequence[Callable]] | None = None, atol: float = 1e-5, *,
+            rtol: float = 1e-4, outputs: Sequence[str] | None = None, dtype: bool = False,
             on_error: Callable[[BaseException, tuple], str | None] | None = None,
             diagnose: Callable[[tuple, tuple, tuple], str | None] | None = None,
-            arg_names: Sequence[str] | None = None) -> bool:
+            arg_names: Sequence[str] | None = None, probes: Sequence[Probe] = ()) -> bool:
     """Run learner(*args) and reference(*args) on each case (a tuple of arguments), print a verdict and return
     True if the learner matches on every case.
 
-    Every element of a returned tuple is compared (`outputs` names them, e.g. ("output", "weights")); with
-    `dtype=True` dtypes must match too (bool masks, integer levels). The learner runs on copies of the arguments,
-    and writing into them is a failure. A mistake is named when it reproduces the learner's outputs on all cases;
-    otherwise `diagnose(got, expected, args)` may name a symptom on the first failing case, and `on_error(error,
-    args)` a cause for an exception."""
+    Every element of a returned tuple is compared (`outputs` names them, e.g. ("output", "weights")), on the
+    reference's device; a floating-point element must have the reference's dtype, and with `dtype=True` integer
+    and bool ones too (masks, levels). The learner runs on copies of the arguments (writing into them is a
+    failure), from a fixed global random state that the notebook's is restored from afterwards. When it is wrong,
+    the message is the first of: a wrong device; a mistake that reproduces its outputs on all cases (a mistake may
+    have several forms, a list of functions); the first of the `probes` that names a symptom (`ignores`,
+    `end_points`, `per_image`); `diagnose(got, expected, args)` on the first failing case; what differs there.
+    An exception gets `on_error(error, args)` or a general PyTorch hint."""
     if learner is None:
         return not_attempted(name)
     if reference_given(name, learner, reference):
         return False
     with one_thread():
         return _compare(name, learner, reference, cases, mistakes or {}, atol, rtol, outputs, dtype, on_error,
-                        diagnose, list(arg_names or _param_names(learner)))
+                        diagnose, list(arg_names or _param_names(learner)), probes)
 
 
-def _compare(name, learner, reference, cases, mistakes, atol, rtol, outputs, dtype, on_error, diagnose,
-             names) -> bool:
+def _compare(name, learner, reference, cases, mistakes, atol, rtol, outputs, dtype, on_error, diagnose, names,
+             probes) -> bool:
     got_all, expected_all = [], []
     for args in cases:
         expected = _as_tuple(reference(*args))
         copies = _clone(args)
         try:
-            with warnings.catch_warnings(record=True) as caught:  # e.g. the deprecated `.T` of a 4-D tensor
+            with warnings.catch_warnings(record=True) as caught, fixed_rng(LEARNER_SEED):  # e.g. a 4-D `.T`
                 warnings.simplefilter("always")
                 got = learner(*copies)
         except Exception as error:  # a learner's bug: report it, keep the notebook going
@@ -268,40 +535,67 @@ def _compare(name, learner, reference, cases, mistakes, atol, rtol, outputs, dty
                 return not_attempted(name)
             error = _with_warnings(error, caught)
             done = len(got_all)  # a mistake seen on the cases before the crash says more than the crash
-            wrong_before = not all(_same(g, e, atol, rtol) for g, e in zip(got_all, expected_all, strict=True))
-            for mistake, wrong in mistakes.items() if done and wrong_before else ():
-                if _matches_everywhere(wrong, cases[:done], got_all, atol, rtol):
-                    return fail(name, f"the output looks like {mistake}")
-            hint = (on_error(error, args) if on_error else None) or pytorch_hint(error)
+            wrong_before = not all(_values_match(g, e, atol, rtol) for g, e in zip(got_all, expected_all,
+                                                                                   strict=True))
+            mistake = _named_mistake(mistakes, cases[:done], got_all, expected_all, atol, rtol) \
+                if done and wrong_before else None
+            if mistake:
+                return fail(name, f"the output looks like {mistake}")
+            hint = _safely(on_error, error, args) or pytorch_hint(error)
             return fail(name, f"raised {error_text(error)}" + (f"; {hint}" if hint else ""))
         for i, (before, after) in enumerate(zip(args, copies, strict=True)):
             if not _unchanged(before, after):
-                arg = f"`{names[i]}`" if i < len(names) else f"number {i + 1}"
-                return fail(name, f"it writes into its input {arg} (the caller's tensor changes, so later cells "
-                                  f"would see corrupted data): build a new tensor instead (torch.cat, or start "
-                                  f"from a .clone())")
+                return fail(name, _writes_into(f"`{names[i]}`" if i < len(names) else f"number {i + 1}", before))
         got_all.append(_as_tuple(got))
         expected_all.append(expected)
     bad = next((i for i, (g, e) in enumerate(zip(got_all, expected_all, strict=True))
-                if not _same(g, e, atol, rtol, dtype)), None)
+                if not _matches(g, e, atol, rtol, dtype)), None)
     if bad is None:
         return verdict(name, True, f"matches the reference on {len(cases)} cases")
-    values_right = all(_same(g, e, atol, rtol) for g, e in zip(got_all, expected_all, strict=True))
-    for mistake, wrong in mistakes.items() if not values_right else ():  # only a dtype is wrong: no mistake
-        if _matches_everywhere(wrong, cases, got_all, atol, rtol) and \
-                not _matches_everywhere(wrong, cases, expected_all, atol, rtol):  # never name a right answer
-            return fail(name, f"the output looks like {mistake}")
-    message = diagnose(got_all[bad], expected_all[bad], cases[bad]) if diagnose else None
-    return fail(name, message or _describe_difference(got_all[bad], expected_all[bad], outputs, dtype, atol, rtol))
+    run = Outcome(learner, reference, cases, got_all, expected_all, _param_names(reference), atol, rtol)
+    return fail(name, _explain(run, bad, mistakes, probes, diagnose, outputs, dtype))
+
+
+def _explain(run: Outcome, bad: int, mistakes: dict, probes: Sequence[Probe], diagnose, outputs, dtype) -> str:
+    """Why the learner's outputs are wrong, from the most specific reason to the most general."""
+    got, expected, args = run.got[bad], run.expected[bad], run.cases[bad]
+    for got_i, expected_i in zip(run.got, run.expected, strict=True):
+        for j, (g, e) in enumerate(zip(got_i, expected_i, strict=False)):
+            if isinstance(g, Tensor) and isinstance(e, Tensor) and g.device != e.device:  # nothing else compares
+                label = outputs[j] if outputs and j < len(outputs) else ""
+                return _describe_element(g, e, label, dtype, run.atol, run.rtol) or ""
+    if not all(_values_match(g, e, run.atol, run.rtol) for g, e in zip(run.got, run.expected, strict=True)):
+        mistake = _named_mistake(mistakes, run.cases, run.got, run.expected, run.atol, run.rtol)
+        if mistake:
+            return f"the output looks like {mistake}"
+        for probe in probes:  # only a dtype wrong: no mistake and no probe (they compare values)
+            message = _safely(probe, run)
+            if message:
+                return message
+    return _safely(diagnose, got, expected, args) or _describe_difference(got, expected, outputs, dtype, run.atol,
+                                                                          run.rtol)
+
+
+def _named_mistake(mistakes: dict, cases: list[tuple], got_all: list[tuple], expected_all: list[tuple], atol: float,
+                   rtol: float) -> str | None:
+    """The first mistake one of whose forms reproduces the learner's outputs on every case, and not the reference's
+    (a mistake that coincides with the right answer on every case is never named)."""
+    for mistake, forms in mistakes.items():
+        for wrong in forms if isinstance(forms, (list, tuple)) else (forms,):
+            if _matches_everywhere(wrong, cases, got_all, atol, rtol) and \
+                    not _matches_everywhere(wrong, cases, expected_all[:len(cases)], atol, rtol):
+                return mistake
+    return None
 
 
 def _matches_everywhere(wrong: Callable, cases: list[tuple], got_all: list[tuple], atol: float, rtol: float) -> bool:
     for args, got in zip(cases, got_all, strict=True):
         try:
-            expected = _as_tuple(wrong(*args))
+            with fixed_rng(LEARNER_SEED):
+                expected = _as_tuple(wrong(*args))
         except Exception:  # a mistake that cannot run on this case is not the learner's
             return False
-        if not _same(got, expected, atol, rtol):
+        if not _values_match(got, expected, atol, rtol):
             return False
     return True
 
