@@ -40,7 +40,8 @@ class Cascade(nn.Module):
         for stage, model, condition in (("base", base, "caption"), ("sr", sr, "caption_lowres")):
             if not isinstance(model, Denoiser):
                 raise ValueError(f"the cascade's {stage} stage must be a diffusion model (Denoiser), not "
-                                 f"{type(model).__name__}: pick a diffusion checkpoint, such as the shipped 'diffusion_{stage}'")
+                                 f"{type(model).__name__}: pick a diffusion checkpoint, such as the shipped "
+                                 f"'diffusion_{stage}'")
             if model.config.condition != condition:
                 raise ValueError(f"the cascade's {stage} stage must read condition={condition!r}; this model reads "
                                  f"{model.config.condition!r}")

@@ -440,7 +440,7 @@ def diffusion_checkpoints(tmp_path_factory):
         (["evaluate", "base", "--limit", "5"], "--limit applies only to autoregressive models"),
         (["evaluate", "base", "--batch-size", "10"], "--batch-size applies only to autoregressive models"),
         (["evaluate", "AR", "--per-class", "0", "--guidance", "2"],
-         "--guidance applies only to evaluations that draw samples, and --per-class 0 draws none"),
+         r"--guidance applies only to evaluations that draw samples, and this one draws none \(--per-class 0"),
         (["sample", "unconditional", "--caption", "a bag"], "--caption applies only to models that draw from the "
                                                             "captions you give, and .* is a diffusion model, "
                                                             "unconditional"),
