@@ -172,7 +172,8 @@ TAGS = {  # tag: (what a flag needing it is for, why it is missing, or None: the
     "conditional": ("conditional models (guidance mixes conditional and unconditional predictions)", None),
     "sr_stage": ("a super-resolution stage, alone or in a cascade", None),
     "cascade": ("the SR stage of a cascade (--checkpoint cascade, or --sr-checkpoint)", None),
-    "samples": ("evaluations that draw samples", "--per-class 0 draws none"),
+    "samples": ("evaluations that draw samples", "this one draws none (--per-class 0, an unconditional model's "
+                                                 "default)"),
     "train": ("demo --train", "--train is not given"),
     "draw": ("demo without --train", "--train trains its own model"),
     "diffusion_draw": ("demos that draw with a diffusion model (a diffusion --checkpoint, or --cascade)",

@@ -26,7 +26,7 @@ TEXT_ENCODERS = ("cross", "pooled", "bow")
 # failing deep inside torch. `--help` and every error message show them.
 MAX_SAMPLING_STEPS = 1000  # per sampler stage: DDPM's discrete schedule has 1000
 MAX_IMAGES = 10_000  # images in one generate call (the test split's size)
-MAX_TRAINING_STEPS = 10_000_000
+MAX_TRAINING_STEPS = 1_000_000_000  # so that 10**9, "never" for log_every or ckpt_every, stays valid
 MAX_SEED = 2**32 - 1
 
 
