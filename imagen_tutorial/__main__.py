@@ -230,11 +230,11 @@ def refuse_flags_that_do_not_apply(args: argparse.Namespace, tags: set[str], abo
 def stage_guidance(model, guidance: float | None = None, sr_guidance: float | None = None):
     """The one guidance rule of every command: --guidance guides the model in hand (an SR stage alone too; in a
     cascade, its base stage), --sr-guidance the SR stage of a cascade. A float, or (base, sr) for a cascade; what
-    is not given takes its default: cascade.DEFAULT_GUIDANCE, 3 for a diffusion base, DEFAULT_GUIDANCE[1] for an SR
-    stage alone, 1 (plain conditional) for an autoregressive model."""
-    if isinstance(model, Cascade):
-        return (DEFAULT_GUIDANCE[0] if guidance is None else guidance,
-                DEFAULT_GUIDANCE[1] if sr_guidance is None else sr_guidance)
+    is not given takes its default: the cascade's own (Cascade.guidance), 3 for a diffusion base,
+    DEFAULT_GUIDANCE[1] for an SR stage alone, 1 (plain conditional) for an autoregressive model."""
+    if isinstance(model, Cascade):  # its own default: cascade.DEFAULT_GUIDANCE, or what its manifest entry says
+        return (model.guidance[0] if guidance is None else guidance,
+                model.guidance[1] if sr_guidance is None else sr_guidance)
     if sr_guidance is not None:
         raise ValueError("sr_guidance guides the SR stage of a cascade; this is a single model: use guidance")
     if guidance is not None:
