@@ -8,6 +8,7 @@ import torch
 from imagen_tutorial import diffusion
 from imagen_tutorial.checks import core
 from imagen_tutorial.checks.core import (
+    Mistake,
     compare,
     draws_match,
     end_points,
@@ -78,7 +79,8 @@ def test_an_input_list_whose_entries_are_replaced_is_a_write_not_a_crash(capsys)
 
 def test_a_mistake_may_have_several_forms(capsys):
     forms = [lambda x: x + 1, lambda x: x + 2]
-    assert not compare("ident", lambda x: x + 2, lambda x: x, [(torch.arange(4.0),)], {"off by some": forms})
+    assert not compare("ident", lambda x: x + 2, lambda x: x, [(torch.arange(4.0),)],
+                       [Mistake("off-by-some", "off by some", forms)])
     assert "looks like off by some" in capsys.readouterr().out
 
 
@@ -142,7 +144,7 @@ def test_an_answer_wrong_only_at_an_end_point_is_told_why(capsys):
 
 def test_the_package_function_itself_is_told_apart_from_a_rebound_name(capsys, monkeypatch):
     monkeypatch.setattr(core, "_fallbacks", {})
-    monkeypatch.setattr(core, "_last", {})
+    monkeypatch.setattr(core, "_verdicts", {})
     assert reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
     assert "the name points to the package's own `diffusion.q_sample` — write the function yourself" in \
         capsys.readouterr().out
@@ -174,7 +176,8 @@ def test_a_mistake_is_named_only_if_it_explains_every_case(capsys):
     def learner(n):  # inverted: True = blocked
         return ~reference(n)
 
-    mistakes = {"the diagonal is excluded": lambda n: reference(n).tril(-1), "inverted": lambda n: ~reference(n)}
+    mistakes = [Mistake("no-diagonal", "the diagonal is excluded", lambda n: reference(n).tril(-1)),
+                Mistake("inverted", "inverted", lambda n: ~reference(n))]
     assert not compare("mask", learner, reference, [(1,), (4,)], mistakes)  # at n = 1 both mistakes coincide
     out = capsys.readouterr().out
     assert "looks like inverted" in out and "diagonal" not in out
@@ -182,7 +185,7 @@ def test_a_mistake_is_named_only_if_it_explains_every_case(capsys):
 
 def test_a_mistake_equal_to_the_right_answer_is_never_named(capsys):
     assert not compare("ident", lambda x: x.float(), lambda x: x, [(torch.arange(3),)],
-                       {"no-op": lambda x: x}, dtype=True)
+                       [Mistake("no-op", "no-op", lambda x: x)], dtype=True)
     assert "no-op" not in capsys.readouterr().out
 
 
