@@ -419,6 +419,15 @@ def demo_train(args: argparse.Namespace) -> None:
     print(f"wrote {gif}")
 
 
+def cmd_grade(args: argparse.Namespace) -> None:
+    from .grading import grade_class  # Jupyter's kernel machinery is needed only here
+
+    results = grade_class(args.paths, args.out, jobs=args.jobs, timeout=args.timeout, chapter=args.chapter)
+    graded = [r for r in results if r.verdicts]
+    print(f"graded {len(graded)} of {len(results)} submission(s); wrote {Path(args.out) / 'grades.csv'}, "
+          f"{Path(args.out) / 'feedback'}/, {Path(args.out) / 'summary.md'} and {Path(args.out) / 'summary.png'}")
+
+
 def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("diffusion models and the cascade (--checkpoint cascade, diffusion_base, a file)")
     group.add_argument("--sr-checkpoint", help="with a diffusion base --checkpoint: the SR stage, making a cascade")
@@ -497,6 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=450, help="with --train: optimizer steps")
     p.add_argument("--minutes", type=float, default=2.0, help="with --train: stop training after this long")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("grade", help="run every student's notebook in a fresh kernel and grade its exercises with "
+                                     "the course's checks (TEACHING.md, 'Grading a class')")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="notebooks, or folders searched for *.ipynb")
+    p.add_argument("--out", required=True, help="a new (or empty) folder for grades.csv, feedback/, summary.md")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks at once (default: cores, 2 GB of memory each)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per notebook (default: 5× the chapter's run time + 2 min; a cell or a check gets "
+                        "a third of it)")
+    p.add_argument("--chapter", default=None, help="grade only this chapter (00..10); others are listed, not graded")
+    p.set_defaults(func=cmd_grade)
     return parser
 
 
