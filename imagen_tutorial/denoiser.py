@@ -195,7 +195,7 @@ class Denoiser(nn.Module):
         ε̃ = ε_u + w·(ε_c − ε_u), w = 1 skips the unconditional pass. sampler "ddim" (deterministic) or "ddpm"
         (ancestral); threshold: "static" (clip x̂₀ to [-1, 1], the default: it measured
         best on this data), a percentile for Imagen's dynamic thresholding (0.995), or None.
-        trajectory: a list that receives (x_t, x̂₀) in [-1, 1] at every step."""
+        trajectory: a list that receives (x_t, x̂₀) at every step: x̂₀ in [-1, 1], x_t (noisy) unbounded."""
         c = self.config
         _check_sampling(steps, guidance, sampler, threshold, aug_level, batch_size)
         tokens = self.prepare_captions(captions)
