@@ -264,16 +264,16 @@ def _imagen_grader_install():
             del sys.modules[name]
         sys.modules.update(saved)
 
-    def grade(namespace, chapter, name):
+    def grade(namespace, chapter, name, learner_name):
         exercise = next(e for e in checks.CHAPTERS[chapter] if e.name == name)
-        if exercise.learner not in namespace:
+        if learner_name not in namespace:
             return json.dumps({"exercise": name, "status": "missing", "message": ""})
-        learner = namespace[exercise.learner]
+        learner = namespace[learner_name]
         module = getattr(learner, "__module__", None) or ""
         if ours(module):
             return json.dumps({"exercise": name, "status": "failed", "mistake_id": "package-function",
                                "mistake": "the package's own function handed in as yours",
-                               "message": f"{exercise.learner} is the package's own {module}."
+                               "message": f"{learner_name} is the package's own {module}."
                                           f"{getattr(learner, '__qualname__', '')}, not the student's code"})
         checks.core._verdicts.clear()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
@@ -329,7 +329,9 @@ class _Grader:
     def __init__(self, sub: Submission, limits: Limits, env: dict[str, str], folder: Path) -> None:
         self.sub, self.limits, self.env, self.folder = sub, limits, env, folder
         self.exercises: tuple[Exercise, ...] = CHAPTERS[sub.chapter]
-        self.check_cell = {e.name: _first_cell(sub, rf"\b{e.check.__name__}\s*\(") for e in self.exercises}
+        self.check_cell = {e.name: _first_cell(sub, rf"(?<!def )\b{e.check.__name__}\s*\(") for e in self.exercises}
+        # the name the student's check cell hands to the check (a renamed function is still found)
+        self.learner = {e.name: _handed_to(sub, e) for e in self.exercises}
         self.result = Result(sub)
         self.used = 0.0  # seconds of student cells
         self.skip: set[int] = set()  # cells that killed the kernel
@@ -413,7 +415,7 @@ class _Grader:
         """Call the exercise's check in the kernel and record its verdict; False when the kernel died."""
         name = exercise.name
         code = (f"__imagen_verdict = __import__('sys').modules['__imagen_grader__'].grade(globals(), "
-                f"{self.sub.chapter!r}, {name!r})")
+                f"{self.sub.chapter!r}, {name!r}, {self.learner[name]!r})")
         run = self.kernel.run(code, self.limits.cell, expression="__imagen_verdict")
         if run.status == "ok" and run.value:
             verdict = Verdict(**json.loads(run.value))
@@ -433,19 +435,20 @@ class _Grader:
         return run.status != "dead"
 
     def _missing(self, exercise: Exercise) -> Verdict:
-        defined = _first_cell(self.sub, rf"^\s*(def|class)\s+{exercise.learner}\b|^\s*{exercise.learner}\s*=")
-        if defined is None:
-            return Verdict(exercise.name, "missing", f"no {exercise.learner} in the notebook: its exercise cell was "
-                                                     f"deleted, or the function renamed")
+        learner = self.learner[exercise.name]
+        defined = _first_cell(self.sub, rf"^\s*(def|class)\s+{learner}\b|^\s*{learner}\s*=(?!=)")
+        if defined is None or defined == self.check_cell[exercise.name]:
+            return Verdict(exercise.name, "missing", f"no {learner} in the notebook: its exercise cell was deleted, "
+                                                     f"or the function renamed")
         why = next((e for e in self.result.events if e.startswith(f"cell {defined + 1} ")), None)
-        return Verdict(exercise.name, "crashed", f"{exercise.learner} was never defined: "
+        return Verdict(exercise.name, "crashed", f"{learner} was never defined: "
                                                  + (why or f"cell {defined + 1}, which defines it, did not run"))
 
     def _replace(self, exercise: Exercise) -> None:
         """Bind the exercise's name to the reference (its check handed nothing), as the notebook does after ❌."""
         self.kernel.run(f"import contextlib as _c, io as _i\nwith _c.redirect_stdout(_i.StringIO()):\n"
                         f"    import imagen_tutorial.checks as _k\n"
-                        f"    {exercise.learner} = _k.{exercise.check.__name__}(None)\ndel _c, _i, _k",
+                        f"    {self.learner[exercise.name]} = _k.{exercise.check.__name__}(None)\ndel _c, _i, _k",
                         self.limits.cell)
 
     def _restart(self, how: str) -> bool:
@@ -478,6 +481,13 @@ class _Grader:
 
     def _event(self, text: str) -> None:
         self.result.events.append(text)
+
+
+def _handed_to(sub: Submission, exercise: Exercise) -> str:
+    """The variable the student's check cell passes to the exercise's check (`my_attention` unless renamed)."""
+    pattern = rf"(?<!def )\b{exercise.check.__name__}\s*\(\s*([A-Za-z_]\w*)\s*\)"
+    found = [m.group(1) for i in sub.code for m in re.finditer(pattern, sub.cells[i])]
+    return found[0] if found else exercise.learner
 
 
 def _first_cell(sub: Submission, pattern: str) -> int | None:
