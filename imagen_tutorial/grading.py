@@ -185,9 +185,10 @@ class Kernel:
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         from jupyter_client import KernelManager
 
-        # Unix sockets in the kernel's own folder where there are some: no TCP port for anyone else to connect to
+        # The connection file and (on Unix) the sockets in the kernel's own folder: no TCP port for anyone else to
+        # connect to, and no need for a writable home folder (a grader run as another user may have none).
         ipc = {"transport": "ipc", "ip": str(folder.parent / "kernel")} if os.name == "posix" else {}
-        self.km = KernelManager(kernel_name="python3", **ipc)
+        self.km = KernelManager(kernel_name="python3", connection_file=str(folder.parent / "kernel.json"), **ipc)
         self.km.start_kernel(cwd=str(folder), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.kc = self.km.blocking_client()
         self.kc.start_channels()

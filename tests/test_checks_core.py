@@ -2,6 +2,8 @@
 where it explains every case, random functions are judged by their distribution, and later cells can say whose
 code ran."""
 
+import re
+
 import pytest
 import torch
 
@@ -269,3 +271,58 @@ def test_checks_leave_the_global_random_state_alone():
         torch.rand(100)
     generator_use(lambda g: torch.multinomial(torch.ones(4, 4), 1))
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------- the verdict every check records (the grader reads it)
+def test_a_named_mistake_is_recorded_with_its_stable_id(capsys):
+    mistakes = [Mistake("plus-one", "one added to every value", lambda x: x + 1)]
+    assert not compare("ident", lambda x: x + 1, lambda x: x, [(torch.arange(4.0),)], mistakes)
+    verdict = core.last_verdict("ident")
+    assert (verdict.status, verdict.mistake_id, verdict.mistake) == ("failed", "plus-one", "one added to every value")
+    assert verdict.line == capsys.readouterr().out.strip()
+
+
+def test_a_learner_whose_code_raises_is_recorded_as_crashed(capsys):
+    def broken(x):
+        raise IndexError("index 3 is out of bounds")
+
+    assert not compare("ident", broken, lambda x: x, [(torch.ones(2),)])
+    verdict = core.last_verdict("ident")
+    assert (verdict.status, verdict.message) == ("crashed", "raised IndexError: index 3 is out of bounds")
+    assert "❌ ident: raised" in capsys.readouterr().out  # the notebook still shows ❌
+
+
+def test_a_passing_and_a_blank_answer_are_recorded(capsys):
+    compare("ident", lambda x: x.clone(), lambda x: x, [(torch.ones(2),)])
+    assert core.last_verdict("ident") == core.Verdict("ident", "passed", "matches the reference on 1 cases")
+    compare("ident", None, lambda x: x, [(torch.ones(2),)])
+    assert core.last_verdict("ident").status == "not attempted"
+
+
+def test_the_package_function_handed_in_is_recorded_as_failed(capsys, monkeypatch):
+    monkeypatch.setattr(core, "_fallbacks", {})
+    reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
+    verdict = core.last_verdict("q_sample")
+    assert (verdict.status, verdict.mistake_id) == ("failed", "package-function")
+
+
+def test_a_verdict_refuses_a_status_it_does_not_know():
+    with pytest.raises(ValueError, match="not one of passed, failed"):
+        core.Verdict("ident", "wrong", "")
+
+
+def test_mistake_ids_are_kebab_case_and_unique_within_each_check():
+    import ast
+    from pathlib import Path
+
+    for path in sorted(Path(core.__file__).parent.glob("ch*.py")):
+        tree = ast.parse(path.read_text())
+        for scope in [tree] + [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            ids = [n.args[0].value for n in ast.walk(scope) if isinstance(n, ast.Call)
+                   and getattr(n.func, "id", None) == "Mistake" and n.args and isinstance(n.args[0], ast.Constant)]
+            assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids), (path.name, ids)
+            named = [n for n in ast.walk(scope) if isinstance(n, ast.List) and any(
+                isinstance(e, ast.Call) and getattr(e.func, "id", None) == "Mistake" for e in n.elts)]
+            for mistakes in named:  # a check's list of mistakes: one id each
+                listed = [e.args[0].value for e in mistakes.elts if isinstance(e, ast.Call)]
+                assert len(listed) == len(set(listed)), (path.name, listed)
