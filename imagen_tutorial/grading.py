@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +38,8 @@ MARKS = {"passed": "✅", "failed": "❌", "not attempted": "➖", "missing": "�
 MAX_RESTARTS = 2  # a notebook whose kernel dies more often is graded on what it reached
 INTERRUPT_GRACE = 10.0  # seconds an interrupted cell gets to stop before its kernel is restarted
 STUCK = "it did not stop when interrupted"
+_STOP = threading.Event()  # set on Ctrl-C: every kernel stops
+CHECK_SECONDS = 120.0  # the grader's call of one check (they take seconds; an endless loop in the function never ends)
 
 
 class GradingError(ValueError):
@@ -62,10 +65,10 @@ class Submission:
 
 
 def find_submissions(paths: list[str | Path], chapter: str | None = None) -> list[Submission]:
-    """Every notebook under `paths` (files or folders, searched recursively; hidden folders such as
-    .ipynb_checkpoints skipped), read and assigned a student and a chapter. A folder with no notebook in it is a
-    submission too (problem: empty). Of two notebooks of the same student and chapter, the one modified last is
-    graded and the other gets a problem."""
+    """Every notebook under `paths` (files, or folders searched recursively; hidden folders such as
+    .ipynb_checkpoints skipped), read and given a student and a chapter. A given folder with no notebook in it, and
+    a folder right below it with none (a student who handed in nothing), are submissions with a problem. Of two
+    notebooks of the same student and chapter, the one modified last is graded and the other gets a problem."""
     found: list[Submission] = []
     for given in map(Path, paths):
         if not given.exists():
@@ -75,13 +78,11 @@ def find_submissions(paths: list[str | Path], chapter: str | None = None) -> lis
             continue
         notebooks = sorted(p for p in given.rglob("*.ipynb") if not _hidden(p.relative_to(given)))
         found += [_read(p, given) for p in notebooks]
-        folders = [given] + sorted(p for p in given.rglob("*") if p.is_dir() and not _hidden(p.relative_to(given)))
-        for folder in folders:
-            if not any(n.is_relative_to(folder) for n in notebooks) and not any(
-                    sub.parent == folder for sub in folders[1:]):  # a leaf folder with no notebook below it
-                name = folder.name if folder != given else given.resolve().name
-                found.append(Submission(folder, _student_name(Path(name + ".ipynb"), folder.parent),
-                                        problem="an empty folder: no notebook handed in"))
+        folders = [p for p in sorted(given.iterdir()) if p.is_dir() and not _hidden(Path(p.name))]
+        for folder in [given] if not notebooks else folders:
+            if not any(n.is_relative_to(folder) for n in notebooks):
+                name = _student_name(Path(f"{folder.resolve().name}.ipynb"), folder)
+                found.append(Submission(folder, name, problem="an empty folder: no notebook handed in"))
     if chapter is not None:
         for sub in found:
             if sub.problem is None and sub.chapter != chapter:
@@ -206,6 +207,8 @@ class Kernel:
         error, interrupted = "", None
         while True:
             now = time.monotonic()
+            if _STOP.is_set():  # the teacher pressed Ctrl-C
+                raise KeyboardInterrupt
             if interrupted is None and now - start > timeout:
                 self.km.interrupt_kernel()
                 interrupted = now
@@ -314,14 +317,16 @@ class Result:
 @dataclass
 class Limits:
     notebook: float  # seconds of student cells per notebook
-    cell: float  # seconds for one cell, and for one check
+    cell: float  # seconds for one cell
+    check: float = CHECK_SECONDS  # seconds for the grader's call of one check
 
 
 def default_limits(chapter: str, timeout: float | None = None) -> Limits:
-    """Per notebook: `timeout`, or 5× the chapter's measured run time (TEACHING.md) + 2 minutes; per cell or check:
-    a third of that, at least 10 s."""
-    total = timeout if timeout is not None else 5 * chapter_seconds().get(chapter, 60) + 120
-    return Limits(total, max(10.0, total / 3))
+    """Per notebook: `timeout`, or 6× the chapter's measured run time (TEACHING.md) + 3 minutes, since a class's
+    kernels share the machine; per cell: half of that, so that an endless loop in one cell leaves time for the
+    others; per check: CHECK_SECONDS (a check takes a few seconds)."""
+    total = timeout if timeout is not None else 6 * chapter_seconds().get(chapter, 60) + 180
+    return Limits(total, total / 2)
 
 
 class _Grader:
@@ -406,7 +411,8 @@ class _Grader:
             self._event(f"cell {index + 1} timed out after {limit:.0f} s and was interrupted"
                         + (f" (the notebook's limit of {self.limits.notebook:.0f} s)" if whole else ""))
         elif run.status == "dead":
-            self._event(f"the kernel died at cell {index + 1} ({_death(run)})")
+            self._event(f"cell {index + 1} timed out after {limit:.0f} s and did not stop when interrupted"
+                        if run.error == STUCK else f"the kernel died at cell {index + 1} ({_death(run)})")
         if run.status == "timeout" and whole:
             self.stopped_at = index + 1
             return False
@@ -417,13 +423,13 @@ class _Grader:
         name = exercise.name
         code = (f"__imagen_verdict = __import__('sys').modules['__imagen_grader__'].grade(globals(), "
                 f"{self.sub.chapter!r}, {name!r}, {self.learner[name]!r})")
-        run = self.kernel.run(code, self.limits.cell, expression="__imagen_verdict")
+        run = self.kernel.run(code, self.limits.check, expression="__imagen_verdict")
         if run.status == "ok" and run.value:
             verdict = Verdict(**json.loads(run.value))
             if verdict.status == "missing":
                 verdict = self._missing(exercise)
         elif run.status == "timeout" or run.error == STUCK:
-            verdict = Verdict(name, "timed out", f"its check did not finish within {self.limits.cell:.0f} s (an "
+            verdict = Verdict(name, "timed out", f"its check did not finish within {self.limits.check:.0f} s (an "
                                                  f"endless loop?); the notebook went on with the reference")
         elif run.status == "dead":
             verdict = Verdict(name, "crashed", f"the kernel died while its check ran ({_death(run)}); the notebook "
@@ -450,7 +456,7 @@ class _Grader:
         self.kernel.run(f"import contextlib as _c, io as _i\nwith _c.redirect_stdout(_i.StringIO()):\n"
                         f"    import imagen_tutorial.checks as _k\n"
                         f"    {self.learner[exercise.name]} = _k.{exercise.check.__name__}(None)\ndel _c, _i, _k",
-                        self.limits.cell)
+                        self.limits.check)
 
     def _restart(self, how: str) -> bool:
         self.kernel.close()
@@ -530,7 +536,8 @@ def kernel_env(jobs: int = 1) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the class
 def grade_class(paths: list[str | Path], out: str | Path, jobs: int | None = None, timeout: float | None = None,
-                chapter: str | None = None, cell_timeout: float | None = None, progress: bool = True) -> list[Result]:
+                chapter: str | None = None, cell_timeout: float | None = None, check_timeout: float | None = None,
+                progress: bool = True) -> list[Result]:
     """Grade every submission under `paths` with up to `jobs` kernels at once, and write grades.csv,
     feedback/STUDENT_CHAPTER.md, summary.md and summary.png into `out` (which must be new or empty)."""
     jobs = check_value("--jobs", jobs, int, low=1, high=256, optional=True)
@@ -539,11 +546,12 @@ def grade_class(paths: list[str | Path], out: str | Path, jobs: int | None = Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GradingError(f"{out} already exists and is not an empty folder: choose a new --out folder (grading "
                            f"never overwrites earlier results)")
+    chapter = chapter.zfill(2) if chapter is not None and chapter.isdigit() else chapter
     if chapter is not None and chapter not in CHAPTERS:
         raise GradingError(f"--chapter {chapter}: the chapters are {', '.join(CHAPTERS)}")
     _check_kernel_tools()
     subs = find_submissions(paths, chapter)
-    if not subs:
+    if all(sub.path.is_dir() for sub in subs):
         raise GradingError(f"no notebooks (*.ipynb) found in {', '.join(map(str, paths))}")
     jobs = jobs or default_jobs()
     env = kernel_env(jobs)
@@ -551,12 +559,13 @@ def grade_class(paths: list[str | Path], out: str | Path, jobs: int | None = Non
     results = {id(s): Result(s) for s in subs if s.problem is not None}
     start = time.monotonic()
     bar = _progress(len(todo), progress)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = {}
         for sub in todo:
             limits = default_limits(sub.chapter, timeout)
-            if cell_timeout is not None:
-                limits.cell = cell_timeout
+            limits.cell = cell_timeout or limits.cell
+            limits.check = check_timeout or limits.check
             futures[pool.submit(grade_notebook, sub, limits, env)] = sub
         for future in as_completed(futures):
             result = future.result()
@@ -566,8 +575,23 @@ def grade_class(paths: list[str | Path], out: str | Path, jobs: int | None = Non
                 bar.update()
                 for event in result.events:
                     bar.write(f"{result.submission.path}: {event}")
-    if bar is not None:
-        bar.close()
+    except KeyboardInterrupt:  # Ctrl-C: stop every kernel, and keep what was graded
+        _STOP.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                results[id(futures[future])] = future.result()
+        for sub in todo:
+            if id(sub) not in results:
+                sub.problem = "not graded: grading was interrupted (Ctrl-C) first"
+                results[id(sub)] = Result(sub)
+        write_report([results[id(s)] for s in subs], out, time.monotonic() - start, jobs)
+        raise KeyboardInterrupt(f"interrupted (Ctrl-C): {out} holds what was graded before") from None
+    finally:
+        pool.shutdown(wait=True)
+        _STOP.clear()
+        if bar is not None:
+            bar.close()
     ordered = [results[id(s)] for s in subs]
     write_report(ordered, out, time.monotonic() - start, jobs)
     return ordered

@@ -46,7 +46,7 @@ def graded(tmp_path_factory):
     save(add_cell(answered("01", "sws", small_copy=True), "import os\nos._exit(1)", after="my_attention"),
          folder / "erin_01.ipynb")
     out = tmp_path_factory.mktemp("graded") / "out"
-    results = grade_class([folder], out, jobs=2, cell_timeout=4, progress=False)
+    results = grade_class([folder], out, jobs=2, cell_timeout=4, check_timeout=4, progress=False)
     return {r.submission.student: r for r in results}, out
 
 
@@ -159,6 +159,12 @@ def test_grading_refuses_an_output_folder_that_holds_earlier_results(tmp_path):
     (tmp_path / "out" / "grades.csv").write_text("student\n")
     with pytest.raises(GradingError, match="not an empty folder"):
         grade_class([tmp_path], tmp_path / "out")
+
+
+def test_a_folder_without_notebooks_is_nothing_to_grade(tmp_path):
+    (tmp_path / "class" / "zoe").mkdir(parents=True)
+    with pytest.raises(GradingError, match="no notebooks"):
+        grade_class([tmp_path / "class"], tmp_path / "out")
 
 
 def test_the_command_says_in_one_line_when_a_path_does_not_exist(tmp_path, capsys):
