@@ -675,9 +675,9 @@ def write_report(results: list[Result], out: Path, seconds: float, jobs: int) ->
             names[key] += 1
             name = key if names[key] == 1 else f"{key}_{names[key]}"
             (out / "feedback" / f"{name}.md").write_text(_feedback(result, rows), encoding="utf-8")
-    counts = _counts(results)
-    _write_chart(counts, out / "summary.png")
-    (out / "summary.md").write_text(_summary(results, counts, seconds, jobs), encoding="utf-8")
+    counts, mistakes = _counts(results), ranked_mistakes(results)
+    _write_chart(counts, mistakes, out / "summary.png")
+    (out / "summary.md").write_text(_summary(results, counts, mistakes, seconds, jobs), encoding="utf-8")
 
 
 def _exercise_columns(results: list[Result]) -> list[tuple[str, Exercise]]:
@@ -725,18 +725,38 @@ def _feedback(result: Result, rows: list[tuple[str, str]]) -> str:
 
 
 def _counts(results: list[Result]) -> dict[tuple[str, str], Counter]:
-    """(chapter, exercise) -> Counter of statuses, and of "mistake:<id>" with each student's name."""
+    """(chapter, exercise) -> how many of each status."""
     counts: dict[tuple[str, str], Counter] = {}
     for r in results:
         for name, v in r.verdicts.items():
-            c = counts.setdefault((r.submission.chapter, name), Counter())
-            c[v.status] += 1
-            if v.mistake_id:
-                c[f"mistake:{v.mistake_id}"] += 1
+            counts.setdefault((r.submission.chapter, name), Counter())[v.status] += 1
     return counts
 
 
-def _summary(results: list[Result], counts: dict, seconds: float, jobs: int) -> str:
+@dataclass
+class Ranked:
+    """A named mistake and the students who made it."""
+
+    chapter: str
+    exercise: str
+    mistake_id: str
+    text: str
+    students: list[str]
+
+
+def ranked_mistakes(results: list[Result]) -> list[Ranked]:
+    """The named mistakes of the class, the one most students made first."""
+    found: dict[tuple[str, str, str], Ranked] = {}
+    for r in results:
+        for exercise in CHAPTERS[r.submission.chapter] if r.verdicts else ():
+            v = r.verdicts[exercise.name]
+            if v.mistake_id:
+                key = (r.submission.chapter, exercise.name, v.mistake_id)
+                found.setdefault(key, Ranked(*key, v.mistake or "", [])).students.append(r.submission.student)
+    return sorted(found.values(), key=lambda m: (-len(m.students), m.chapter, m.exercise, m.mistake_id))
+
+
+def _summary(results: list[Result], counts: dict, mistakes: list[Ranked], seconds: float, jobs: int) -> str:
     graded = [r for r in results if r.verdicts]
     lines = ["# Class summary", "",
              f"{len(graded)} notebook(s) graded, {len(results) - len(graded)} not graded, in {seconds:.0f} s "
@@ -747,19 +767,10 @@ def _summary(results: list[Result], counts: dict, seconds: float, jobs: int) -> 
         for exercise in CHAPTERS[chapter]:
             c = counts.get((chapter, exercise.name), Counter())
             lines.append(f"| {exercise.name} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
-        lines += ["", "Mistakes, most common first:", ""]
-        ranked = []
-        for exercise in CHAPTERS[chapter]:
-            for r in graded:
-                v = r.verdicts.get(exercise.name) if r.submission.chapter == chapter else None
-                if v is not None and v.mistake_id:
-                    ranked.append((exercise.name, v.mistake_id, v.mistake, r.submission.student))
-        by_mistake: dict[tuple[str, str], list] = {}
-        for name, mid, text, student in ranked:
-            by_mistake.setdefault((name, mid), [text, []])[1].append(student)
-        order = sorted(by_mistake.items(), key=lambda kv: (-len(kv[1][1]), kv[0]))
-        lines += [f"{k}. **{name}: `{mid}`** — {len(students)} student(s) ({', '.join(students)}): {text}"
-                  for k, ((name, mid), (text, students)) in enumerate(order, 1)] or ["none named"]
+        lines += ["", "Named mistakes, the most common first:", ""]
+        ours = [m for m in mistakes if m.chapter == chapter]
+        lines += [f"{k}. **{m.exercise}: `{m.mistake_id}`** — {len(m.students)} student(s) "
+                  f"({', '.join(m.students)}): {m.text}" for k, m in enumerate(ours, 1)] or ["none"]
         lines.append("")
     problems = [(r.submission, e) for r in results for e in ([r.submission.problem] if r.submission.problem else [])
                 + ([r.submission.note] if r.submission.note else []) + r.events]
@@ -770,27 +781,41 @@ def _summary(results: list[Result], counts: dict, seconds: float, jobs: int) -> 
     return "\n".join(lines)
 
 
-def _write_chart(counts: dict, path: Path) -> None:
+COLOURS = {"passed": "#4caf50", "failed": "#e53935", "not attempted": "#bdbdbd", "missing": "#8d6e63",
+           "crashed": "#8e24aa", "timed out": "#fb8c00"}
+
+
+def _write_chart(counts: dict, mistakes: list[Ranked], path: Path) -> None:
+    """Above: a bar per exercise, split by status. Below: the ten most common named mistakes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted(counts)
-    colours = {"passed": "#4caf50", "failed": "#e53935", "not attempted": "#bdbdbd", "missing": "#8d6e63",
-               "crashed": "#8e24aa", "timed out": "#fb8c00"}
-    fig, ax = plt.subplots(figsize=(8, 0.45 * max(2, len(keys)) + 1.2))
+    keys = [(ch, e.name) for ch in sorted({ch for ch, _ in counts}) for e in CHAPTERS[ch] if (ch, e.name) in counts]
+    top = mistakes[:10]
+    heights = [0.4 * max(2, len(keys)) + 0.8] + ([0.4 * len(top) + 0.6] if top else [])
+    fig, axes = plt.subplots(len(heights), 1, figsize=(9, sum(heights) + 0.4), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    ax = axes[0, 0]
     left = [0] * len(keys)
-    labels = [f"{ch} {name}" for ch, name in keys]
     for status in STATUSES:
         values = [counts[k][status] for k in keys]
         if any(values):
-            ax.barh(labels, values, left=left, color=colours[status], label=status)
+            ax.barh([f"{ch} {name}" for ch, name in keys], values, left=left, color=COLOURS[status], label=status)
             left = [a + b for a, b in zip(left, values, strict=True)]
     ax.invert_yaxis()
     ax.set_xlabel("students")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(STATUSES), fontsize=8, frameon=False)
+    if top:
+        ax = axes[1, 0]
+        ax.barh([f"{m.chapter} {m.exercise}: {m.mistake_id}" for m in top], [len(m.students) for m in top],
+                color=COLOURS["failed"])
+        ax.invert_yaxis()
+        ax.set_xlabel("students who made the mistake")
+        ax.set_title("named mistakes, the most common first", fontsize=9)
+        ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
