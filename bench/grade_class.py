@@ -6,7 +6,8 @@ folder's files, broken JSON, a teacher copy, a student twice, an empty folder), 
 
 1. `grade` with --jobs kernels at once (it writes grades.csv, feedback/, summary.md, summary.png), and
 2. the notebooks `grade` found gradable run one after another with nbclient, as a teacher's "Restart and Run All"
-   would (errors allowed, the same per-cell time limit as `grade`, a dead kernel ends that notebook),
+   would (errors allowed, the same per-cell and per-notebook time limits as `grade`, a dead kernel ends that
+   notebook),
 
 and prints both wall times, the machine's load, and the summary `grade` wrote.
 
@@ -46,11 +47,15 @@ def one_after_another(paths: list[Path], jobs: int) -> float:
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         chapter = find_submissions([path])[0].chapter
+        limits = default_limits(chapter)
+        began = time.monotonic()
+
+        def timeout(cell, limits=limits, began=began) -> int:  # grade's limits: per cell, and per notebook
+            return max(1, int(min(limits.cell, limits.notebook - (time.monotonic() - began))))
+
         with tempfile.TemporaryDirectory() as folder:
-            client = NotebookClient(notebook, timeout=int(default_limits(chapter).cell), allow_errors=True,
-                                    interrupt_on_timeout=True, kernel_name="python3",
-                                    resources={"metadata": {"path": folder}})
-            began = time.monotonic()
+            client = NotebookClient(notebook, timeout_func=timeout, allow_errors=True, interrupt_on_timeout=True,
+                                    kernel_name="python3", resources={"metadata": {"path": folder}})
             try:
                 client.execute(env=env)
                 how = "ran"
@@ -78,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         graded_seconds = time.monotonic() - start
         print(f"grade --jobs {args.jobs}: {graded_seconds:.0f} s for {sum(bool(r.verdicts) for r in results)} "
               f"notebooks run (load average now {load()})")
+        for r in results:
+            if r.verdicts:
+                print(f"  {r.submission.path.name}: {r.seconds:.0f} s, {r.passed}/{len(r.verdicts)} passed")
         figures = {"grade_seconds": round(graded_seconds, 1), "jobs": args.jobs, "small": args.small,
                    "notebooks": len(made), "graded": sum(bool(r.verdicts) for r in results)}
         if not args.skip_sequential:

@@ -324,9 +324,9 @@ class Limits:
 def default_limits(chapter: str, timeout: float | None = None) -> Limits:
     """Per notebook: `timeout`, or 6× the chapter's measured run time (TEACHING.md) + 3 minutes, since a class's
     kernels share the machine; per cell: half of that, so that an endless loop in one cell leaves time for the
-    others; per check: CHECK_SECONDS (a check takes a few seconds)."""
+    others; per check: CHECK_SECONDS (a check takes a few seconds), at most the cell's."""
     total = timeout if timeout is not None else 6 * chapter_seconds().get(chapter, 60) + 180
-    return Limits(total, total / 2)
+    return Limits(total, total / 2, min(CHECK_SECONDS, total / 2))
 
 
 class _Grader:

@@ -46,7 +46,7 @@ def graded(tmp_path_factory):
     save(add_cell(answered("01", "sws", small_copy=True), "import os\nos._exit(1)", after="my_attention"),
          folder / "erin_01.ipynb")
     out = tmp_path_factory.mktemp("graded") / "out"
-    results = grade_class([folder], out, jobs=2, cell_timeout=4, check_timeout=4, progress=False)
+    results = grade_class([folder], out, jobs=2, cell_timeout=6, check_timeout=6, progress=False)
     return {r.submission.student: r for r in results}, out
 
 
@@ -75,7 +75,7 @@ def test_a_printed_tick_and_a_redefined_check_do_not_change_the_grade(graded):
 def test_an_endless_loop_is_timed_out_and_the_other_exercises_are_still_graded(graded):
     dave = graded[0]["dave"]
     assert statuses(dave) == ["passed", "timed out", "passed"]
-    assert any(re.fullmatch(r"cell \d+ timed out after 4 s and was interrupted", e) for e in dave.events)
+    assert any(re.fullmatch(r"cell \d+ timed out after 6 s and was interrupted", e) for e in dave.events)
 
 
 def test_os_exit_kills_the_kernel_and_grading_goes_on_without_that_cell(graded):
