@@ -304,6 +304,7 @@ def test_the_package_function_handed_in_is_recorded_as_failed(capsys, monkeypatc
     reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
     verdict = core.last_verdict("q_sample")
     assert (verdict.status, verdict.mistake_id) == ("failed", "package-function")
+    assert verdict.line == capsys.readouterr().out.strip()
 
 
 def test_a_verdict_refuses_a_status_it_does_not_know():
@@ -315,7 +316,7 @@ def test_mistake_ids_are_kebab_case_and_unique_within_each_check():
     import ast
     from pathlib import Path
 
-    for path in sorted(Path(core.__file__).parent.glob("ch*.py")):
+    for path in sorted(Path(core.__file__).parent.glob("*.py")):
         tree = ast.parse(path.read_text())
         for scope in [tree] + [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
             ids = [n.args[0].value for n in ast.walk(scope) if isinstance(n, ast.Call)

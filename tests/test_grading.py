@@ -34,10 +34,11 @@ REDEFINED = "checks.check_attention = lambda fn: fn\n\ndef check_attention(fn):\
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Five small chapter-01 notebooks graded two at a time: (results by student, the output folder)."""
+    """Chapter 01's student copy untouched, and four small chapter-01 notebooks, graded two at a time: (results by
+    student, the output folder)."""
     folder = tmp_path_factory.mktemp("class")
     save(answered("01", "sss", small_copy=True), folder / "alice_01.ipynb")
-    save(answered("01", "bbb", small_copy=True), folder / "frank" / "01_self_attention (1).ipynb")
+    save(student_copy("01"), folder / "frank" / "01_self_attention (1).ipynb")  # the whole copy, untouched
     carol = add_cell(add_cell(answered("01", "wsb", small_copy=True), TICK, after="my_attention"), REDEFINED,
                      after="my_attention")
     save(carol, folder / "carol_01.ipynb")

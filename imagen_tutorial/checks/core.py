@@ -65,6 +65,8 @@ class Verdict:
     @property
     def line(self) -> str:
         """The line the notebook printed."""
+        if self.mistake_id in ("package-function", "reference-given"):  # a note, printed by reference_given
+            return f"{NOTE} {self.exercise}: {self.message}"
         mark = {"passed": PASS, "not attempted": NOT_ATTEMPTED}.get(self.status, WRONG)
         return f"{mark} {self.exercise}: {self.message}" + ("" if self.status == "passed" else f" — {REFERENCE}")
 
@@ -334,7 +336,7 @@ def pytorch_hint(error: BaseException) -> Mistake | None:
     """What to do about PyTorch errors that learners meet in every chapter."""
     text = f"{error} {getattr(error, 'warned', '')}"
     if "x.T" in text or "to reverse their shape" in text:
-        return Mistake("dot-T-on-batch", "`.T` reverses every axis of a tensor with batch axes: swap the last two "
+        return Mistake("dot-t-on-a-batch", "`.T` reverses every axis of a tensor with batch axes: swap the last two "
                        "with .transpose(-2, -1)")
     if "probability tensor contains" in text:
         return Mistake("multinomial-on-logits", "torch.multinomial takes probabilities (finite, ≥ 0): apply "
