@@ -161,6 +161,8 @@ FLAG_SPECS = {
     "train_steps": Spec(int, 1, 100_000),
     "minutes": Spec(float, 0, 24 * 60, low_open=True),
     "seed": Spec(int, 0, MAX_SEED),
+    "jobs": Spec(int, 1, 64, optional=True, note="notebooks graded at once; leave it out for one per core"),
+    "timeout": Spec(float, 10, 24 * 3600, optional=True, note="seconds per notebook"),
 }
 
 # Where a flag applies: the tags a model (or a run of the command) must have. A flag typed for a model without
@@ -565,6 +567,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def cmd_grade(args: argparse.Namespace) -> None:
+    from .grading import grade_class  # Jupyter's kernel machinery is needed only here
+
+    _check_flags(args)
+    results = grade_class(args.paths, args.out, jobs=args.jobs, timeout=args.timeout, chapter=args.chapter)
+    graded = [r for r in results if r.verdicts]
+    print(f"graded {len(graded)} of {len(results)} submission(s); wrote {Path(args.out) / 'grades.csv'}, "
+          f"{Path(args.out) / 'feedback'}/, {Path(args.out) / 'summary.md'} and {Path(args.out) / 'summary.png'}")
+
+
 def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("diffusion models and the cascade (--checkpoint cascade, diffusion_base, a file)")
     group.add_argument("--sr-checkpoint", help="with a diffusion base --checkpoint: the SR stage, making a cascade")
@@ -649,6 +661,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=450, help="with --train: optimizer steps")
     p.add_argument("--minutes", type=float, default=2.0, help="with --train: stop training after this long")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("grade", help="run every student's notebook in a fresh kernel and grade its exercises with "
+                                     "the course's checks (TEACHING.md, 'Grading a class')")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="notebooks, or folders searched for *.ipynb")
+    p.add_argument("--out", required=True, help="a new (or empty) folder for grades.csv, feedback/, summary.md")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks at once (default: cores, 2 GB of memory each)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per notebook (default: 5× the chapter's run time + 2 min; a cell or a check gets "
+                        "a third of it)")
+    p.add_argument("--chapter", default=None, help="grade only this chapter (00..10); others are listed, not graded")
+    p.set_defaults(func=cmd_grade)
     for command in _subparsers(parser)[1:]:  # every documented maximum in --help (train's: _add_config_flags)
         for action in command._actions:
             if action.dest in FLAG_SPECS and action.option_strings:

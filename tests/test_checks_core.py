@@ -2,12 +2,15 @@
 where it explains every case, random functions are judged by their distribution, and later cells can say whose
 code ran."""
 
+import re
+
 import pytest
 import torch
 
 from imagen_tutorial import diffusion
 from imagen_tutorial.checks import core
 from imagen_tutorial.checks.core import (
+    Mistake,
     compare,
     draws_match,
     end_points,
@@ -78,7 +81,8 @@ def test_an_input_list_whose_entries_are_replaced_is_a_write_not_a_crash(capsys)
 
 def test_a_mistake_may_have_several_forms(capsys):
     forms = [lambda x: x + 1, lambda x: x + 2]
-    assert not compare("ident", lambda x: x + 2, lambda x: x, [(torch.arange(4.0),)], {"off by some": forms})
+    assert not compare("ident", lambda x: x + 2, lambda x: x, [(torch.arange(4.0),)],
+                       [Mistake("off-by-some", "off by some", forms)])
     assert "looks like off by some" in capsys.readouterr().out
 
 
@@ -142,7 +146,7 @@ def test_an_answer_wrong_only_at_an_end_point_is_told_why(capsys):
 
 def test_the_package_function_itself_is_told_apart_from_a_rebound_name(capsys, monkeypatch):
     monkeypatch.setattr(core, "_fallbacks", {})
-    monkeypatch.setattr(core, "_last", {})
+    monkeypatch.setattr(core, "_verdicts", {})
     assert reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
     assert "the name points to the package's own `diffusion.q_sample` — write the function yourself" in \
         capsys.readouterr().out
@@ -174,7 +178,8 @@ def test_a_mistake_is_named_only_if_it_explains_every_case(capsys):
     def learner(n):  # inverted: True = blocked
         return ~reference(n)
 
-    mistakes = {"the diagonal is excluded": lambda n: reference(n).tril(-1), "inverted": lambda n: ~reference(n)}
+    mistakes = [Mistake("no-diagonal", "the diagonal is excluded", lambda n: reference(n).tril(-1)),
+                Mistake("inverted", "inverted", lambda n: ~reference(n))]
     assert not compare("mask", learner, reference, [(1,), (4,)], mistakes)  # at n = 1 both mistakes coincide
     out = capsys.readouterr().out
     assert "looks like inverted" in out and "diagonal" not in out
@@ -182,7 +187,7 @@ def test_a_mistake_is_named_only_if_it_explains_every_case(capsys):
 
 def test_a_mistake_equal_to_the_right_answer_is_never_named(capsys):
     assert not compare("ident", lambda x: x.float(), lambda x: x, [(torch.arange(3),)],
-                       {"no-op": lambda x: x}, dtype=True)
+                       [Mistake("no-op", "no-op", lambda x: x)], dtype=True)
     assert "no-op" not in capsys.readouterr().out
 
 
@@ -266,3 +271,59 @@ def test_checks_leave_the_global_random_state_alone():
         torch.rand(100)
     generator_use(lambda g: torch.multinomial(torch.ones(4, 4), 1))
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------- the verdict every check records (the grader reads it)
+def test_a_named_mistake_is_recorded_with_its_stable_id(capsys):
+    mistakes = [Mistake("plus-one", "one added to every value", lambda x: x + 1)]
+    assert not compare("ident", lambda x: x + 1, lambda x: x, [(torch.arange(4.0),)], mistakes)
+    verdict = core.last_verdict("ident")
+    assert (verdict.status, verdict.mistake_id, verdict.mistake) == ("failed", "plus-one", "one added to every value")
+    assert verdict.line == capsys.readouterr().out.strip()
+
+
+def test_a_learner_whose_code_raises_is_recorded_as_crashed(capsys):
+    def broken(x):
+        raise IndexError("index 3 is out of bounds")
+
+    assert not compare("ident", broken, lambda x: x, [(torch.ones(2),)])
+    verdict = core.last_verdict("ident")
+    assert (verdict.status, verdict.message) == ("crashed", "raised IndexError: index 3 is out of bounds")
+    assert "❌ ident: raised" in capsys.readouterr().out  # the notebook still shows ❌
+
+
+def test_a_passing_and_a_blank_answer_are_recorded(capsys):
+    compare("ident", lambda x: x.clone(), lambda x: x, [(torch.ones(2),)])
+    assert core.last_verdict("ident") == core.Verdict("ident", "passed", "matches the reference on 1 cases")
+    compare("ident", None, lambda x: x, [(torch.ones(2),)])
+    assert core.last_verdict("ident").status == "not attempted"
+
+
+def test_the_package_function_handed_in_is_recorded_as_failed(capsys, monkeypatch):
+    monkeypatch.setattr(core, "_fallbacks", {})
+    reference_given("q_sample", diffusion.q_sample, diffusion.q_sample)
+    verdict = core.last_verdict("q_sample")
+    assert (verdict.status, verdict.mistake_id) == ("failed", "package-function")
+    assert verdict.line == capsys.readouterr().out.strip()
+
+
+def test_a_verdict_refuses_a_status_it_does_not_know():
+    with pytest.raises(ValueError, match="not one of passed, failed"):
+        core.Verdict("ident", "wrong", "")
+
+
+def test_mistake_ids_are_kebab_case_and_unique_within_each_check():
+    import ast
+    from pathlib import Path
+
+    for path in sorted(Path(core.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for scope in [tree] + [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            ids = [n.args[0].value for n in ast.walk(scope) if isinstance(n, ast.Call)
+                   and getattr(n.func, "id", None) == "Mistake" and n.args and isinstance(n.args[0], ast.Constant)]
+            assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids), (path.name, ids)
+            named = [n for n in ast.walk(scope) if isinstance(n, ast.List) and any(
+                isinstance(e, ast.Call) and getattr(e.func, "id", None) == "Mistake" for e in n.elts)]
+            for mistakes in named:  # a check's list of mistakes: one id each
+                listed = [e.args[0].value for e in mistakes.elts if isinstance(e, ast.Call)]
+                assert len(listed) == len(set(listed)), (path.name, listed)

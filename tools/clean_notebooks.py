@@ -4,9 +4,9 @@
     python tools/clean_notebooks.py --check    # exit 1 and list the notebooks that are not clean
     python tools/clean_notebooks.py PATH ...   # only these notebooks
 
-Kept: cell sources, outputs, execution counts, cell ids and tags (nbval reads `nbval-check-output`), and
-the kernelspec/language name. Dropped: widget state, timing and collapse metadata, trust signatures,
-editor settings, anything else tools add.
+Kept: cell sources, outputs, execution counts, cell ids and tags (nbval reads `nbval-check-output`), the
+kernelspec/language name, and the course's own `imagen_tutorial` entry (chapter and copy, read by the grader).
+Dropped: widget state, timing and collapse metadata, trust signatures, editor settings, anything else tools add.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def clean(notebook: dict) -> dict:
     """A copy of the notebook dict with only the metadata we keep."""
     out = dict(notebook)
     out["metadata"] = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    course = notebook.get("metadata", {}).get("imagen_tutorial")
+    if course:  # which chapter and which copy (the grader reads it: `python -m imagen_tutorial grade`)
+        out["metadata"]["imagen_tutorial"] = course
     cells = []
     for cell in notebook.get("cells", []):
         cell = dict(cell)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import lowres, quantize, sobel_edges, to_float
-from .core import compare, settle
+from .core import Exercise, Mistake, compare, settle
 
 __all__ = ["check_lowres", "check_quantize", "check_sobel_edges"]
 
@@ -22,10 +22,11 @@ def _images(n: int, seed: int, high: int = 256) -> torch.Tensor:
     return torch.randint(0, high, (n, 28, 28), generator=g).to(torch.uint8)
 
 
-def _uint8_hint(error: BaseException, args: tuple) -> str | None:
+def _uint8_hint(error: BaseException, args: tuple) -> Mistake | None:
     """torch refuses float work (pooling, convolution, division into floats) on uint8 ('Byte') images."""
     if "Byte" in str(error):
-        return "that is arithmetic on the uint8 images; convert them first: images.float() / 255"
+        return Mistake("uint8-arithmetic", "that is arithmetic on the uint8 images; convert them first: "
+                       "images.float() / 255")
     return None
 
 
@@ -36,33 +37,36 @@ def _quantize_cases() -> list[tuple]:
             (_images(2, seed=0), 16)]
 
 
-def _quantize_error(error: BaseException, args: tuple) -> str | None:
+def _quantize_error(error: BaseException, args: tuple) -> Mistake | None:
     if "ZeroDivisionError" in f"{type(error).__name__} {error}":
-        return ("x * levels // 256 was computed in uint8, where 256 is 0 (ZeroDivisionError) and x * levels wraps "
-                "around past 255; convert first: x.long() * levels")
+        return Mistake("uint8-overflow", "x * levels // 256 was computed in uint8, where 256 is 0 "
+                       "(ZeroDivisionError) and x * levels wraps around past 255; convert first: x.long() * levels")
     return None
 
 
-def _quantize_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+def _quantize_symptom(got: tuple, expected: tuple, args: tuple) -> Mistake | None:
     out, levels = got[0], args[1]
     if isinstance(out, torch.Tensor) and out.shape == expected[0].shape and out.dtype != torch.long:
-        return (f"returned {out.dtype}; levels are integer class labels for the softmax: return a LongTensor "
-                "(torch.long), e.g. x.long() * levels // 256")
+        return Mistake("levels-not-long", f"returned {out.dtype}; levels are integer class labels for the softmax: "
+                       f"return a LongTensor (torch.long), e.g. x.long() * levels // 256")
     if isinstance(out, torch.Tensor) and out.numel() and (out.min() < 0 or out.max() >= levels):
-        return f"levels {int(out.min())}..{int(out.max())} fall outside 0..{levels - 1}"
+        return Mistake("levels-out-of-range", f"levels {int(out.min())}..{int(out.max())} fall outside "
+                       f"0..{levels - 1}")
     return None
 
 
 def check_quantize(learner: Callable | None) -> Callable:
     """Check quantize(x, levels): uint8 images [...] -> LongTensor levels (x * levels) // 256, same shape."""
-    mistakes = {
-        "x * levels computed in uint8 (it wraps around past 255): convert with x.long() first":
-            lambda x, levels: (x * levels).long() // 256,
-        "round(x / 255 * (levels - 1)) (nearest of evenly spaced values) instead of the floor bins "
-        "(x * levels) // 256": lambda x, levels: (x.float() / 255 * (levels - 1)).round().long(),
-        "x / 255 * levels: a white pixel (255) becomes level `levels`, one past the last; the bins are 256 / levels "
-        "intensities wide: (x.long() * levels) // 256": lambda x, levels: (x.float() / 255 * levels).long(),
-    }
+    mistakes = [
+        Mistake("uint8-overflow", "x * levels computed in uint8 (it wraps around past 255): convert with x.long() "
+                "first", lambda x, levels: (x * levels).long() // 256),
+        Mistake("round-instead-of-floor", "round(x / 255 * (levels - 1)) (nearest of evenly spaced values) instead "
+                "of the floor bins (x * levels) // 256",
+                lambda x, levels: (x.float() / 255 * (levels - 1)).round().long()),
+        Mistake("divide-by-255", "x / 255 * levels: a white pixel (255) becomes level `levels`, one past the last; "
+                "the bins are 256 / levels intensities wide: (x.long() * levels) // 256",
+                lambda x, levels: (x.float() / 255 * levels).long()),
+    ]
     ok = compare("quantize", learner, quantize, _quantize_cases(), mistakes, atol=0, dtype=True,
                  on_error=_quantize_error, diagnose=_quantize_symptom)
     return settle("quantize", learner, quantize, ok)
@@ -78,29 +82,30 @@ def _subsample(x: torch.Tensor, size: int, offset: int) -> torch.Tensor:
     return to_float(x)[..., offset * (k // 2) :: k, offset * (k // 2) :: k]
 
 
-def _lowres_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+def _lowres_symptom(got: tuple, expected: tuple, args: tuple) -> Mistake | None:
     images, size = args
     out = got[0]
     if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], size, size):
-        return (f"returned {tuple(out.shape)}: the channel axis is missing; image encoders read "
-                "[B, 1, size, size], add it with .unsqueeze(1)")
+        return Mistake("no-channel-axis", f"returned {tuple(out.shape)}: the channel axis is missing; image "
+                       f"encoders read [B, 1, size, size], add it with .unsqueeze(1)")
     return None
 
 
 def check_lowres(learner: Callable | None) -> Callable:
     """Check lowres(images, size): uint8 [B, 28, 28] -> float [B, 1, size, size] in [0, 1], block means."""
-    mistakes = {
-        "the intensities are not scaled by 1/255 (values in [0, 255], expected [0, 1])":
-            lambda x, size: lowres(x, size) * 255,
-        "intensities divided by 256 instead of 255 (white becomes 0.996, not 1)":
-            lambda x, size: lowres(x, size) * 255 / 256,
-        "every k-th pixel (subsampling) instead of the mean of each k×k block": lambda x, s: _subsample(x, s, 0),
-        "the centre pixel of each k×k block (subsampling) instead of the block's mean":
-            lambda x, s: _subsample(x, s, 1),
-        "bilinear interpolation, which reads a few pixels between blocks instead of averaging each k×k block: use "
-        "F.avg_pool2d(x, k) or F.interpolate(..., mode='area')":
-            lambda x, s: F.interpolate(to_float(x), size=(s, s), mode="bilinear", align_corners=False),
-    }
+    mistakes = [
+        Mistake("not-scaled-to-1", "the intensities are not scaled by 1/255 (values in [0, 255], expected [0, 1])",
+                lambda x, size: lowres(x, size) * 255),
+        Mistake("divide-by-256", "intensities divided by 256 instead of 255 (white becomes 0.996, not 1)",
+                lambda x, size: lowres(x, size) * 255 / 256),
+        Mistake("subsample-corner", "every k-th pixel (subsampling) instead of the mean of each k×k block",
+                lambda x, s: _subsample(x, s, 0)),
+        Mistake("subsample-centre", "the centre pixel of each k×k block (subsampling) instead of the block's mean",
+                lambda x, s: _subsample(x, s, 1)),
+        Mistake("bilinear-not-area", "bilinear interpolation, which reads a few pixels between blocks instead of "
+                "averaging each k×k block: use F.avg_pool2d(x, k) or F.interpolate(..., mode='area')",
+                lambda x, s: F.interpolate(to_float(x), size=(s, s), mode="bilinear", align_corners=False)),
+    ]
     ok = compare("lowres", learner, lowres, _lowres_cases(), mistakes, dtype=True, on_error=_uint8_hint,
                  diagnose=_lowres_symptom)
     return settle("lowres", learner, lowres, ok)
@@ -129,12 +134,13 @@ def _per_image_max(m: torch.Tensor) -> torch.Tensor:
     return m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
 
 
-def _sobel_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+def _sobel_symptom(got: tuple, expected: tuple, args: tuple) -> Mistake | None:
     out, images = got[0], args[0]
     if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], 1, 26, 26):
-        return "returned (B, 1, 26, 26): the convolution needs padding=1 to keep 28×28"
+        return Mistake("no-padding", "returned (B, 1, 26, 26): the convolution needs padding=1 to keep 28×28")
     if isinstance(out, torch.Tensor) and tuple(out.shape) == (images.shape[0], 28, 28):
-        return "returned (B, 28, 28): the channel axis is missing; edge maps are [B, 1, H, W] (.unsqueeze(1))"
+        return Mistake("no-channel-axis", "returned (B, 28, 28): the channel axis is missing; edge maps are "
+                       "[B, 1, H, W] (.unsqueeze(1))")
     return None
 
 
@@ -146,19 +152,23 @@ def _replicate_border(x: torch.Tensor) -> torch.Tensor:
 
 def check_sobel_edges(learner: Callable | None) -> Callable:
     """Check sobel_edges(images): uint8 [B, H, W] -> float [B, 1, H, W], gradient magnitude, each image max 1."""
-    mistakes = {
-        "only the x derivative (vertical edges only; the y kernel is gx.T)":
-            lambda x: _per_image_max(_sobel_parts(x)[0].abs()),
-        "|gx| + |gy| instead of the magnitude sqrt(gx² + gy²)":
-            lambda x: _per_image_max(sum(g.abs() for g in _sobel_parts(x))),
-        "the squared magnitude gx² + gy² (take its square root)":
-            lambda x: _per_image_max(sum(g**2 for g in _sobel_parts(x))),
-        "the magnitude divided by the whole batch's maximum instead of each image's own maximum":
-            lambda x: _magnitude(x) / _magnitude(x).max(),
-        "the magnitude is not scaled (each image's maximum should be 1)": _magnitude,
-        "the border padded by repeating the edge pixels; conv2d(..., padding=1) pads with zeros, as the "
-        "reference does": _replicate_border,
-    }
+    mistakes = [
+        Mistake("x-derivative-only", "only the x derivative (vertical edges only; the y kernel is gx.T)",
+                lambda x: _per_image_max(_sobel_parts(x)[0].abs())),
+        Mistake("abs-sum-not-magnitude", "|gx| + |gy| instead of the magnitude sqrt(gx² + gy²)",
+                lambda x: _per_image_max(sum(g.abs() for g in _sobel_parts(x)))),
+        Mistake("squared-magnitude", "the squared magnitude gx² + gy² (take its square root)",
+                lambda x: _per_image_max(sum(g**2 for g in _sobel_parts(x)))),
+        Mistake("batch-max", "the magnitude divided by the whole batch's maximum instead of each image's own maximum",
+                lambda x: _magnitude(x) / _magnitude(x).max()),
+        Mistake("not-normalised", "the magnitude is not scaled (each image's maximum should be 1)", _magnitude),
+        Mistake("replicate-padding", "the border padded by repeating the edge pixels; conv2d(..., padding=1) pads "
+                "with zeros, as the reference does", _replicate_border),
+    ]
     ok = compare("sobel_edges", learner, sobel_edges, _sobel_cases(), mistakes, dtype=True, on_error=_uint8_hint,
                  diagnose=_sobel_symptom)
     return settle("sobel_edges", learner, sobel_edges, ok)
+
+
+EXERCISES = (Exercise("quantize", "my_quantize", check_quantize), Exercise("lowres", "my_lowres", check_lowres),
+             Exercise("sobel_edges", "my_sobel_edges", check_sobel_edges))

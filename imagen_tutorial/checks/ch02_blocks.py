@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..blocks import DecoderBlock
-from .core import compare, error_text, fail, is_stub, not_attempted, reference_given, settle
+from .core import Exercise, Mistake, compare, error_text, fail, is_stub, not_attempted, reference_given, settle
 
 __all__ = ["check_feed_forward", "check_pre_ln_residual", "check_decoder_block"]
 
@@ -36,30 +36,33 @@ def _feed_forward_cases() -> list[tuple]:
             (torch.randn(2, 5, 4, generator=g), *weights(4, 16))]
 
 
-def _feed_forward_error(error: BaseException, args: tuple) -> str | None:
+def _feed_forward_error(error: BaseException, args: tuple) -> Mistake | None:
     if "cannot be multiplied" in str(error):
-        return ("nn.Linear stores its weight as [out, in], so x @ w1 needs w1 transposed: use F.linear(x, w1, b1), "
-                "which computes x @ w1.T + b1")
+        return Mistake("weights-untransposed", "nn.Linear stores its weight as [out, in], so x @ w1 needs w1 "
+                       "transposed: use F.linear(x, w1, b1), which computes x @ w1.T + b1")
     return None
 
 
 def check_feed_forward(learner: Callable | None) -> Callable:
     """Check feed_forward(x, w1, b1, w2, b2): x [..., d], w1 [d_ff, d], b1 [d_ff], w2 [d, d_ff], b2 [d]."""
-    mistakes = {
-        "ReLU instead of GELU": lambda x, w1, b1, w2, b2: F.linear(F.relu(F.linear(x, w1, b1)), w2, b2),
-        "GELU's tanh approximation (the package's nn.GELU is the exact one: F.gelu(h))":
-            lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1), approximate="tanh"), w2, b2),
-        "the first bias b1 is missing": lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1)), w2, b2),
-        "the second bias b2 is missing": lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2),
-        "the weights are used untransposed (x @ w1 instead of x @ w1.T; F.linear transposes for you)":
-            lambda x, w1, b1, w2, b2: F.gelu(x @ w1 + b1) @ w2 + b2,
-        "the GELU is missing: two Linear maps in a row are just one Linear map":
-            lambda x, w1, b1, w2, b2: F.linear(F.linear(x, w1, b1), w2, b2),
-        "the GELU comes after the second Linear instead of between the two":
-            lambda x, w1, b1, w2, b2: F.gelu(F.linear(F.linear(x, w1, b1), w2, b2)),
-        "the biases are swapped (b1 belongs to the first Linear, b2 to the second)":
-            lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b2)), w2, b1),
-    }
+    mistakes = [
+        Mistake("relu-not-gelu", "ReLU instead of GELU",
+                lambda x, w1, b1, w2, b2: F.linear(F.relu(F.linear(x, w1, b1)), w2, b2)),
+        Mistake("tanh-gelu", "GELU's tanh approximation (the package's nn.GELU is the exact one: F.gelu(h))",
+                lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1), approximate="tanh"), w2, b2)),
+        Mistake("no-b1", "the first bias b1 is missing",
+                lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1)), w2, b2)),
+        Mistake("no-b2", "the second bias b2 is missing",
+                lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2)),
+        Mistake("weights-untransposed", "the weights are used untransposed (x @ w1 instead of x @ w1.T; F.linear "
+                "transposes for you)", lambda x, w1, b1, w2, b2: F.gelu(x @ w1 + b1) @ w2 + b2),
+        Mistake("no-gelu", "the GELU is missing: two Linear maps in a row are just one Linear map",
+                lambda x, w1, b1, w2, b2: F.linear(F.linear(x, w1, b1), w2, b2)),
+        Mistake("gelu-after-second", "the GELU comes after the second Linear instead of between the two",
+                lambda x, w1, b1, w2, b2: F.gelu(F.linear(F.linear(x, w1, b1), w2, b2))),
+        Mistake("biases-swapped", "the biases are swapped (b1 belongs to the first Linear, b2 to the second)",
+                lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b2)), w2, b1)),
+    ]
     ok = compare("feed_forward", learner, feed_forward, _feed_forward_cases(), mistakes, atol=1e-4, dtype=True,
                  on_error=_feed_forward_error)
     return settle("feed_forward", learner, feed_forward, ok)
@@ -86,15 +89,17 @@ def _pre_ln_cases() -> list[tuple]:
 
 def check_pre_ln_residual(learner: Callable | None) -> Callable:
     """Check pre_ln_sublayer(x, sublayer, norm) = x + sublayer(norm(x)) for x [B, T, C]."""
-    mistakes = {
-        "post-LN: norm(x + sublayer(x)) — normalise the sub-layer's input, not the sum":
-            lambda x, f, norm: norm(x + f(x)),
-        "the residual is missing: sublayer(norm(x)) — add x back": lambda x, f, norm: f(norm(x)),
-        "the norm is applied to the sub-layer's output: x + norm(sublayer(x))": lambda x, f, norm: x + norm(f(x)),
-        "the norm is missing: x + sublayer(x)": lambda x, f, norm: x + f(x),
-        "the residual adds norm(x) instead of x: norm(x) + sublayer(norm(x)); add the un-normalised input":
-            lambda x, f, norm: norm(x) + f(norm(x)),
-    }
+    mistakes = [
+        Mistake("post-ln", "post-LN: norm(x + sublayer(x)) — normalise the sub-layer's input, not the sum",
+                lambda x, f, norm: norm(x + f(x))),
+        Mistake("no-residual", "the residual is missing: sublayer(norm(x)) — add x back",
+                lambda x, f, norm: f(norm(x))),
+        Mistake("norm-on-output", "the norm is applied to the sub-layer's output: x + norm(sublayer(x))",
+                lambda x, f, norm: x + norm(f(x))),
+        Mistake("no-norm", "the norm is missing: x + sublayer(x)", lambda x, f, norm: x + f(x)),
+        Mistake("residual-adds-norm", "the residual adds norm(x) instead of x: norm(x) + sublayer(norm(x)); add the "
+                "un-normalised input", lambda x, f, norm: norm(x) + f(norm(x))),
+    ]
     ok = compare("pre_ln_sublayer", learner, pre_ln_sublayer, _pre_ln_cases(), mistakes, dtype=True)
     return settle("pre_ln_sublayer", learner, pre_ln_sublayer, ok)
 
@@ -106,7 +111,7 @@ def _decoder_cases() -> list[tuple]:
     return [(x, memory, memory_mask), (x, memory, None)]
 
 
-def _decoder_mistakes(block: DecoderBlock) -> dict[str, Callable]:
+def _decoder_mistakes(block: DecoderBlock) -> list[Mistake]:
     b = block
 
     def post_ln(x, memory, mask):
@@ -149,21 +154,24 @@ def _decoder_mistakes(block: DecoderBlock) -> dict[str, Callable]:
     def inverted_mask(x, memory, mask):
         return b(x, memory, None if mask is None else ~mask)
 
-    return {
-        "post-LN (norm after the residual sum) — normalise each sub-layer's input instead": post_ln,
-        "the memory_mask is inverted: True marks the real caption tokens, so pass it as it is (not ~memory_mask)":
-            inverted_mask,
-        "the self-attention's residual is missing (x = self_attn(...) instead of x = x + self_attn(...))":
-            no_self_residual,
-        "the cross-attention comes before the self-attention: self-attention, cross-attention, feed-forward":
-            cross_first,
-        "ln1 is used for every sub-layer: each has its own LayerNorm (ln1, ln2, ln3)": one_norm,
-        "the memory_mask is not passed to the cross-attention (padded memory rows are attended)": no_mask,
-        "the memory is normalised by ln2 too — only the queries' side (x) is normalised": memory_normed,
-        "the cross-attention's residual is missing (x = cross_attn(...) instead of x = x + cross_attn(...))":
-            no_cross_residual,
-        "the cross-attention is missing": no_cross,
-    }
+    return [
+        Mistake("post-ln", "post-LN (norm after the residual sum) — normalise each sub-layer's input instead",
+                post_ln),
+        Mistake("memory-mask-inverted", "the memory_mask is inverted: True marks the real caption tokens, so pass it "
+                "as it is (not ~memory_mask)", inverted_mask),
+        Mistake("no-self-residual", "the self-attention's residual is missing (x = self_attn(...) instead of x = x + "
+                "self_attn(...))", no_self_residual),
+        Mistake("cross-first", "the cross-attention comes before the self-attention: self-attention, "
+                "cross-attention, feed-forward", cross_first),
+        Mistake("one-norm", "ln1 is used for every sub-layer: each has its own LayerNorm (ln1, ln2, ln3)", one_norm),
+        Mistake("no-memory-mask", "the memory_mask is not passed to the cross-attention (padded memory rows are "
+                "attended)", no_mask),
+        Mistake("memory-normed", "the memory is normalised by ln2 too — only the queries' side (x) is normalised",
+                memory_normed),
+        Mistake("no-cross-residual", "the cross-attention's residual is missing (x = cross_attn(...) instead of x = "
+                "x + cross_attn(...))", no_cross_residual),
+        Mistake("no-cross-attention", "the cross-attention is missing", no_cross),
+    ]
 
 
 def check_decoder_block(learner_cls: type | None) -> type:
@@ -191,7 +199,7 @@ def check_decoder_block(learner_cls: type | None) -> type:
             if is_stub(error):
                 not_attempted(name)
             else:
-                fail(name, f"could not build it with the package's weights ({error_text(error)})")
+                fail(name, f"could not build it with the package's weights ({error_text(error)})", status="crashed")
             return settle(name, None, DecoderBlock, False)
     reference.eval()
     learner.eval()
@@ -199,3 +207,8 @@ def check_decoder_block(learner_cls: type | None) -> type:
         ok = compare(name, learner, reference, _decoder_cases(), _decoder_mistakes(reference), dtype=True,
                      arg_names=("x", "memory", "memory_mask"))
     return settle(name, learner_cls, DecoderBlock, ok)
+
+
+EXERCISES = (Exercise("feed_forward", "my_feed_forward", check_feed_forward),
+             Exercise("pre_ln_sublayer", "my_pre_ln_sublayer", check_pre_ln_residual),
+             Exercise("DecoderBlock", "MyDecoderBlock", check_decoder_block))

@@ -14,13 +14,16 @@ from torch import Tensor
 from ..config import ModelConfig
 from ..model import ImageTransformer
 from .core import (
+    Exercise,
+    Mistake,
     compare,
+    crashed,
     draws_match,
-    error_text,
     fail,
     fixed_rng,
     generator_use,
     is_stub,
+    looks_like,
     not_attempted,
     note,
     one_thread,
@@ -41,17 +44,18 @@ def shift_right(pixels: Tensor, start_token: int) -> Tensor:
     return torch.cat([start, pixels[:, :-1]], dim=1)
 
 
-def _shift_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+def _shift_symptom(got: tuple, expected: tuple, args: tuple) -> Mistake | None:
     out, (pixels, _) = got[0], args
     if not isinstance(out, Tensor):
         return None
     B, T = pixels.shape
     if tuple(out.shape) == (B, T + 1):
-        return (f"returned [B, T+1] = {list(out.shape)}: the last pixel must drop off (pixels[:, :-1]); nothing comes "
-                "after it to predict")
+        return Mistake("shift-keeps-last-pixel", f"returned [B, T+1] = {list(out.shape)}: the last pixel must drop "
+                       "off (pixels[:, :-1]); nothing comes after it to predict")
     if out.shape == pixels.shape and out.dtype != torch.long:
-        return (f"returned {out.dtype}; decoder inputs are integer levels for the embedding: keep a LongTensor "
-                "(torch.full_like(pixels[:, :1], start_token) has the pixels' dtype)")
+        return Mistake("inputs-not-long", f"returned {out.dtype}; decoder inputs are integer levels for the "
+                       "embedding: keep a LongTensor (torch.full_like(pixels[:, :1], start_token) has the pixels' "
+                       "dtype)")
     return None
 
 
@@ -69,18 +73,20 @@ def check_shift_right(learner: Callable | None) -> Callable:
         out[:, 0] = s
         return out
 
-    mistakes = {
-        "no shift: the input equals the target, so the model could copy the answer": lambda p, s: p.clone(),
-        "a left shift (position t holds pixel t+1, the future) with the start token at the end":
-            lambda p, s: torch.cat([p[:, 1:], start(p, s)], 1),
-        "pixels 0..T-2 with the start token appended at the end instead of put first":
-            lambda p, s: torch.cat([p[:, :-1], start(p, s)], 1),
-        "a roll: the last pixel wraps round to position 0 where the start token belongs":
-            lambda p, s: torch.roll(p, 1, dims=1),
-        "position 0 holds 0 instead of start_token (F.pad pads with 0 unless you pass value=start_token)":
-            lambda p, s: torch.cat([torch.zeros_like(p[:, :1]), p[:, :-1]], 1),
-        "the start token overwrites pixel 0 instead of the pixels moving one place to the right": overwrite,
-    }
+    mistakes = [
+        Mistake("no-shift", "no shift: the input equals the target, so the model could copy the answer",
+                lambda p, s: p.clone()),
+        Mistake("left-shift", "a left shift (position t holds pixel t+1, the future) with the start token at the end",
+                lambda p, s: torch.cat([p[:, 1:], start(p, s)], 1)),
+        Mistake("start-token-at-end", "pixels 0..T-2 with the start token appended at the end instead of put first",
+                lambda p, s: torch.cat([p[:, :-1], start(p, s)], 1)),
+        Mistake("roll", "a roll: the last pixel wraps round to position 0 where the start token belongs",
+                lambda p, s: torch.roll(p, 1, dims=1)),
+        Mistake("start-is-zero", "position 0 holds 0 instead of start_token (F.pad pads with 0 unless you pass "
+                "value=start_token)", lambda p, s: torch.cat([torch.zeros_like(p[:, :1]), p[:, :-1]], 1)),
+        Mistake("start-overwrites-pixel-0", "the start token overwrites pixel 0 instead of the pixels moving one "
+                "place to the right", overwrite),
+    ]
     ok = compare("shift_right", learner, shift_right, cases, mistakes, atol=0, dtype=True, diagnose=_shift_symptom)
     return settle("shift_right", learner, shift_right, ok)
 
@@ -92,20 +98,23 @@ def bits_per_dim(logits: Tensor, targets: Tensor) -> Tensor:
     return nats.mean(dim=1) / math.log(2)
 
 
-def _bits_symptom(got: tuple, expected: tuple, args: tuple) -> str | None:
+def _bits_symptom(got: tuple, expected: tuple, args: tuple) -> Mistake | None:
     out = got[0]
     if not isinstance(out, Tensor):
         return None
     B, T = args[1].shape
     if out.dim() == 0 or out.numel() == 1:
-        return ("one number for the whole batch: the result was averaged over the batch too; average over the pixels "
-                "only (.mean(dim=1)), one value per image [B]")
+        return Mistake("averaged-over-batch", "one number for the whole batch: the result was averaged over the "
+                       "batch too; average over the pixels only (.mean(dim=1)), one value per image [B]")
     if tuple(out.shape) == (T,):
-        return "one value per pixel position [T]: it was averaged over the batch (dim=0) instead of the pixels (dim=1)"
+        return Mistake("averaged-over-batch-axis", "one value per pixel position [T]: it was averaged over the batch "
+                       "(dim=0) instead of the pixels (dim=1)")
     if tuple(out.shape) == (B, T):
-        return "one value per pixel [B, T]: average over the pixels (.mean(dim=1)) to get one value per image [B]"
+        return Mistake("not-averaged-over-pixels", "one value per pixel [B, T]: average over the pixels "
+                       "(.mean(dim=1)) to get one value per image [B]")
     if out.shape == expected[0].shape and out.dtype != expected[0].dtype:
-        return f"returned {out.dtype}; keep the logits' float32 (later cells compare with model.bits_per_dim)"
+        return Mistake("wrong-dtype", f"returned {out.dtype}; keep the logits' float32 (later cells compare with "
+                       "model.bits_per_dim)")
     return None
 
 
@@ -121,18 +130,20 @@ def check_bits_per_dim(learner: Callable | None) -> Callable:
     def picked(values, targets):
         return values.gather(-1, targets[..., None])[..., 0]
 
-    mistakes = {
-        "nats, not bits (divide the mean cross-entropy by ln 2)": lambda lg, t: nats(lg, t).mean(1),
-        "bits summed over the pixels instead of averaged (per image, not per dimension)":
-            lambda lg, t: nats(lg, t).sum(1) / math.log(2),
-        "a result divided by log2(levels) (normalised by the uniform baseline) instead of by ln 2":
-            lambda lg, t: nats(lg, t).mean(1) / math.log2(lg.size(-1)),
-        "nats multiplied by ln 2 instead of divided by it": lambda lg, t: nats(lg, t).mean(1) * math.log(2),
-        "the logits used as log-probabilities: take log_softmax(-1) first (logits are not normalised)":
-            lambda lg, t: -picked(lg, t).mean(1) / math.log(2),
-        "log_softmax over the positions (dim=1) instead of the levels (dim=-1)":
-            lambda lg, t: -picked(lg.log_softmax(1), t).mean(1) / math.log(2),
-    }
+    mistakes = [
+        Mistake("nats-not-bits", "nats, not bits (divide the mean cross-entropy by ln 2)",
+                lambda lg, t: nats(lg, t).mean(1)),
+        Mistake("summed-not-averaged", "bits summed over the pixels instead of averaged (per image, not per "
+                "dimension)", lambda lg, t: nats(lg, t).sum(1) / math.log(2)),
+        Mistake("divided-by-log2-levels", "a result divided by log2(levels) (normalised by the uniform baseline) "
+                "instead of by ln 2", lambda lg, t: nats(lg, t).mean(1) / math.log2(lg.size(-1))),
+        Mistake("times-ln2", "nats multiplied by ln 2 instead of divided by it",
+                lambda lg, t: nats(lg, t).mean(1) * math.log(2)),
+        Mistake("logits-as-log-probs", "the logits used as log-probabilities: take log_softmax(-1) first (logits are "
+                "not normalised)", lambda lg, t: -picked(lg, t).mean(1) / math.log(2)),
+        Mistake("log-softmax-over-positions", "log_softmax over the positions (dim=1) instead of the levels (dim=-1)",
+                lambda lg, t: -picked(lg.log_softmax(1), t).mean(1) / math.log(2)),
+    ]
     ok = compare("bits_per_dim", learner, bits_per_dim, cases, mistakes, dtype=True, diagnose=_bits_symptom)
     return settle("bits_per_dim", learner, bits_per_dim, ok)
 
@@ -190,36 +201,41 @@ def _first_position(model, cond, x):
     return probs[:, :1].expand_as(probs)  # the logits of position 0 ([:, 0]) at every step
 
 
-_SAMPLER_MISTAKES = {
-    "the decoder read the unshifted pixels (pixel t itself at position t, no start token)": _unshifted,
-    "the most likely level every time (argmax), not a draw from the softmax": _greedy,
-    "every pixel drawn from one forward pass over a blank image (no pixel saw the ones drawn before it)": _one_pass,
-    "every pixel drawn from the first position's logits ([:, 0]); the prediction for pixel t is the last "
-    "position's, [:, -1]": _first_position,
-}
+_SAMPLER_MISTAKES = [
+    Mistake("unshifted-input", "the decoder read the unshifted pixels (pixel t itself at position t, no start token)",
+            _unshifted),
+    Mistake("argmax-not-sampled", "the most likely level every time (argmax), not a draw from the softmax", _greedy),
+    Mistake("one-pass-from-blank", "every pixel drawn from one forward pass over a blank image (no pixel saw the "
+            "ones drawn before it)", _one_pass),
+    Mistake("first-position-logits", "every pixel drawn from the first position's logits ([:, 0]); the prediction "
+            "for pixel t is the last position's, [:, -1]", _first_position),
+]
 
 
-def _sampler_error(error: BaseException) -> str | None:
+def _sampler_error(error: BaseException) -> Mistake | None:
     text = str(error)
     if "0 elements" in text or "size 0" in text or "out of bounds" in text:
-        return ("at step t = 0 the decoder got no input: feed shift_right(out[:, :t+1]), the t+1 positions 0..t "
-                "(the shift drops the last), not out[:, :t]")
+        return Mistake("empty-decoder-input", "at step t = 0 the decoder got no input: feed shift_right(out[:, "
+                       ":t+1]), the t+1 positions 0..t (the shift drops the last), not out[:, :t]")
     return pytorch_hint(error)
 
 
-def _sample_problem(out, B: int, size: int, levels: int) -> str | None:
+def _sample_problem(out, B: int, size: int, levels: int) -> Mistake | None:
     if not isinstance(out, Tensor):
-        return f"returned {type(out).__name__}, expected levels [B, H, W]"
+        return Mistake("not-a-tensor", f"returned {type(out).__name__}, expected levels [B, H, W]")
     if tuple(out.shape) == (B, size * size):
-        return f"returned [B, T] = {list(out.shape)}: reshape the canvas to images, out.view(B, H, W)"
+        return Mistake("canvas-not-reshaped", f"returned [B, T] = {list(out.shape)}: reshape the canvas to images, "
+                       "out.view(B, H, W)")
     if tuple(out.shape) != (B, size, size):
-        return f"returned {list(out.shape)} for {B} captions, expected [B, H, W] = {[B, size, size]}"
+        return Mistake("wrong-shape", f"returned {list(out.shape)} for {B} captions, expected [B, H, W] = "
+                       f"{[B, size, size]}")
     if unusable(out):
         return unusable(out)
     if out.is_floating_point():
-        return f"returned {out.dtype}; levels are integers (a LongTensor, as torch.multinomial gives)"
+        return Mistake("levels-not-long", f"returned {out.dtype}; levels are integers (a LongTensor, as "
+                       "torch.multinomial gives)")
     if out.numel() and (out.min() < 0 or out.max() >= levels):
-        return f"levels {int(out.min())}..{int(out.max())} fall outside 0..{levels - 1}"
+        return Mistake("levels-out-of-range", f"levels {int(out.min())}..{int(out.max())} fall outside 0..{levels - 1}")
     return None
 
 
@@ -248,8 +264,7 @@ def check_sample_loop(learner: Callable | None) -> Callable:
             if is_stub(error):
                 not_attempted(name)
             else:
-                hint = _sampler_error(error)
-                fail(name, f"raised {error_text(error)}" + (f"; {hint}" if hint else ""))
+                crashed(name, error, _sampler_error(error))
             return settle(name, learner, sample_loop, False)
         problem = _sample_problem(out, many.size(0), c.image_size, c.levels)
         if problem:
@@ -259,9 +274,9 @@ def check_sample_loop(learner: Callable | None) -> Callable:
         groups = [f"pixel {t}" for t in range(x.size(1))]
         ok, worst = draws_match(x.T, _right(model, many, x).transpose(0, 1), groups=groups)
         if not ok:
-            for mistake, probs in _SAMPLER_MISTAKES.items():
-                if draws_match(x.T, probs(model, many, x).transpose(0, 1))[0]:
-                    fail(name, f"the samples look like {mistake}")
+            for mistake in _SAMPLER_MISTAKES:
+                if draws_match(x.T, mistake.forms(model, many, x).transpose(0, 1))[0]:
+                    looks_like(name, mistake, "the samples")
                     return settle(name, learner, sample_loop, False)
             fail(name, f"the pixels do not follow the model's distribution given the pixels drawn before them: "
                        f"{worst}. Draw pixel t from softmax(decoder(shift_right(out[:, :t+1]), …)[:, -1])")
@@ -288,3 +303,8 @@ def _generator_note(name: str, draw: Callable, package: str) -> None:
         note(name, f"with the same seed it draws other tokens than {package} (it uses the random numbers in another "
                    f"order, e.g. not one torch.multinomial(probs, 1, generator=generator) call per step). Right and "
                    f"reproducible, but {later}")
+
+
+EXERCISES = (Exercise("shift_right", "my_shift_right", check_shift_right),
+             Exercise("bits_per_dim", "my_bits_per_dim", check_bits_per_dim),
+             Exercise("sample_loop", "my_sample_loop", check_sample_loop))

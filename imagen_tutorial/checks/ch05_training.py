@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..train import lr_factor
-from .core import compare, reference_given, settle
+from .core import Exercise, Mistake, compare, reference_given, settle
 
 __all__ = ["check_lr_factor", "check_clip_grad_norm", "lr_factor_reference", "clip_grad_norm_reference"]
 
@@ -76,18 +76,21 @@ def check_lr_factor(learner: Callable | None) -> Callable:
         return settle("lr_factor", learner, lr_factor_reference, False)
     steps = [0, 1, 4, 8, 9, 10, 11, 30, 60, 100, 109, 110, 130]
     cases = [(steps, 10, 110, 0.1), ([0, 1, 2, 3, 5, 10, 19, 20], 4, 20, 0.25), ([0, 7, 25, 49, 50], 0, 50, 0.2)]
-    mistakes = {
-        "no warm-up: the factor starts at 1 instead of climbing from 1/warmup_steps": _no_warmup_flat,
-        "no warm-up: the cosine starts at step 0": _no_warmup,
-        "the warm-up is off by one: step / warmup_steps starts at 0 (use (step + 1) / warmup_steps)":
-            _warmup_off_by_one,
-        "the cosine decays to 0 instead of to min_ratio": _decays_to_zero,
-        "the cosine runs over total_steps instead of over the steps after the warm-up": _cosine_over_total,
-        "the cosine divides by total_steps instead of total_steps - warmup_steps": _cosine_over_total_shifted,
-        "the progress is not clamped at 1: after total_steps the cosine climbs back up (use min(1, progress))":
-            _unclamped,
-    }
-    mistakes = {k: _over_steps(v) for k, v in mistakes.items()}
+    mistakes = [
+        Mistake("no-warmup-flat", "no warm-up: the factor starts at 1 instead of climbing from 1/warmup_steps",
+                _no_warmup_flat),
+        Mistake("no-warmup", "no warm-up: the cosine starts at step 0", _no_warmup),
+        Mistake("warmup-off-by-one", "the warm-up is off by one: step / warmup_steps starts at 0 (use (step + 1) / "
+                "warmup_steps)", _warmup_off_by_one),
+        Mistake("decays-to-zero", "the cosine decays to 0 instead of to min_ratio", _decays_to_zero),
+        Mistake("cosine-over-total", "the cosine runs over total_steps instead of over the steps after the warm-up",
+                _cosine_over_total),
+        Mistake("cosine-over-total-shifted", "the cosine divides by total_steps instead of total_steps - warmup_steps",
+                _cosine_over_total_shifted),
+        Mistake("progress-not-clamped", "the progress is not clamped at 1: after total_steps the cosine climbs back "
+                "up (use min(1, progress))", _unclamped),
+    ]
+    mistakes = [m._replace(forms=_over_steps(m.forms)) for m in mistakes]
     wrapped = None if learner is None else _over_steps(learner)
     ok = compare("lr_factor", wrapped, _over_steps(lr_factor_reference), cases, mistakes, atol=1e-6)
     return settle("lr_factor", learner, lr_factor_reference, ok)
@@ -144,14 +147,21 @@ def check_clip_grad_norm(learner: Callable | None) -> Callable:
     """Check clip_grad_norm(grads, max_norm) -> list of gradients scaled by min(1, max_norm / global norm)."""
     if reference_given("clip_grad_norm", learner, clip_grad_norm_reference):
         return settle("clip_grad_norm", learner, clip_grad_norm_reference, False)
-    mistakes = {
-        "each tensor is clipped by its own norm instead of by the global norm of all of them": _per_tensor,
-        "the values are clamped to [-max_norm, max_norm] instead of scaling the whole gradient": _clamp_values,
-        "the gradient is always rescaled to max_norm, even when its norm is already below": _always_normalise,
-        "the global norm taken as the sum of the tensors' norms; it is the square root of the sum of their "
-        "squared norms (the norm of all gradients as one vector)": _sum_of_norms,
-    }
-    mistakes = {k: _flat(v) for k, v in mistakes.items()}
+    mistakes = [
+        Mistake("per-tensor-clip", "each tensor is clipped by its own norm instead of by the global norm of all of "
+                "them", _per_tensor),
+        Mistake("value-clamp", "the values are clamped to [-max_norm, max_norm] instead of scaling the whole gradient",
+                _clamp_values),
+        Mistake("always-rescaled", "the gradient is always rescaled to max_norm, even when its norm is already below",
+                _always_normalise),
+        Mistake("sum-of-norms", "the global norm taken as the sum of the tensors' norms; it is the square root of "
+                "the sum of their squared norms (the norm of all gradients as one vector)", _sum_of_norms),
+    ]
+    mistakes = [m._replace(forms=_flat(m.forms)) for m in mistakes]
     wrapped = None if learner is None else _flat(learner)
     ok = compare("clip_grad_norm", wrapped, _flat(clip_grad_norm_reference), _clip_cases(), mistakes, atol=1e-5)
     return settle("clip_grad_norm", learner, clip_grad_norm_reference, ok)
+
+
+EXERCISES = (Exercise("lr_factor", "my_lr_factor", check_lr_factor),
+             Exercise("clip_grad_norm", "my_clip_grad_norm", check_clip_grad_norm))

@@ -21,13 +21,17 @@ from ..attention import MultiHeadAttention, attention
 from ..model import ImageTransformer
 from .ch01_attention import merge_heads, split_heads
 from .core import (
+    Exercise,
+    Mistake,
     compare,
+    crashed,
     draws_match,
     error_text,
     fail,
     fixed_rng,
     generator_use,
     is_stub,
+    looks_like,
     not_attempted,
     note,
     one_thread,
@@ -133,27 +137,29 @@ def check_attend_with_cache(learner: Callable | None) -> Callable:
     name = "attend_with_cache"
     if reference_given(name, learner, attend_with_cache):
         return settle(name, learner, attend_with_cache, False)
-    mistakes = {
-        "is_causal=True with a single query: PyTorch aligns that mask to the top-left, so the new position sees "
-        "only the first key. One new query may see every cached key: no mask is needed": _causal_flag,
-        "the √d scale is missing (scores are not divided by sqrt(d_head))": _no_scale,
-        "the cache is overwritten instead of extended (torch.cat the new key/value after the cached ones, dim=2), "
-        "so each position attends only to itself": _overwrite,
-        "attn.out is not applied: after merging the heads, the output projection attn.out maps them back": _no_out,
-        "the heads are not split: one attention over all C channels; split the query, key and value into "
-        "attn.n_heads heads of C/H channels": _one_head,
-    }
+    mistakes = [
+        Mistake("is-causal-single-query", "is_causal=True with a single query: PyTorch aligns that mask to the "
+                "top-left, so the new position sees only the first key. One new query may see every cached key: no "
+                "mask is needed", _causal_flag),
+        Mistake("no-sqrt-d-scale", "the √d scale is missing (scores are not divided by sqrt(d_head))", _no_scale),
+        Mistake("cache-overwritten", "the cache is overwritten instead of extended (torch.cat the new key/value "
+                "after the cached ones, dim=2), so each position attends only to itself", _overwrite),
+        Mistake("no-out-projection", "attn.out is not applied: after merging the heads, the output projection "
+                "attn.out maps them back", _no_out),
+        Mistake("heads-not-split", "the heads are not split: one attention over all C channels; split the query, key "
+                "and value into attn.n_heads heads of C/H channels", _one_head),
+    ]
     steps = None if learner is None else _steps(learner)
 
-    def cache_error(error: BaseException, args: tuple) -> str | None:
+    def cache_error(error: BaseException, args: tuple) -> Mistake | None:
         k = steps.cache.get("k") if steps is not None else None
         layer = args[0]
         if isinstance(k, Tensor) and k.dim() == 4 and k.size(1) != layer.n_heads:
-            return (f"the cached keys are {tuple(k.shape)}: they were appended along axis 1 (the heads); time is "
-                    f"axis 2, torch.cat([cache['k'], k], dim=2)")
+            return Mistake("cache-on-heads-axis", f"the cached keys are {tuple(k.shape)}: they were appended along "
+                           "axis 1 (the heads); time is axis 2, torch.cat([cache['k'], k], dim=2)")
         return None
 
-    ok = compare(name, steps, _full_causal, _attention_cases(), {k: _steps(v) for k, v in mistakes.items()},
+    ok = compare(name, steps, _full_causal, _attention_cases(), [m._replace(forms=_steps(m.forms)) for m in mistakes],
                  on_error=cache_error, arg_names=("attn", "x"))
     return settle(name, learner, attend_with_cache, ok)
 
@@ -236,62 +242,61 @@ def _ranks(rows: Tensor, temperature: float, top_k: int | None) -> Tensor | None
     return torch.cat([values.softmax(-1), torch.zeros(rows.size(0), rows.size(1) - top_k)], dim=1)
 
 
-_DRAW_MISTAKES = {
-    "the temperature has no effect: the draws follow softmax(logits) whatever τ is. Divide the logits by τ before "
-    "the softmax (dividing the probabilities after it changes nothing: they are renormalised)":
-        lambda r, t, k: _table(r, t, k, scale="ignore"),
-    "logits multiplied by the temperature instead of divided (τ < 1 then flattens, τ > 1 sharpens)":
-        lambda r, t, k: _table(r, t, k, scale="multiply"),
-    "k-1 levels kept instead of k (mask logits < the k-th largest, not <=)":
-        lambda r, t, k: _table(r, t, k, keep_kth=False),
-    "the filtered logits set to 0 instead of -inf (exp(0) > 0, so they can still be drawn)":
-        lambda r, t, k: _table(r, t, k, fill=0.0),
-    "a position among the top k (0..k-1) returned instead of its level: map it back with topk's indices, or "
-    "mask the other logits with -inf and keep all levels": _ranks,
-}
+_DRAW_MISTAKES = [
+    Mistake("temperature-ignored", "the temperature has no effect: the draws follow softmax(logits) whatever τ is. "
+            "Divide the logits by τ before the softmax (dividing the probabilities after it changes nothing: they "
+            "are renormalised)", lambda r, t, k: _table(r, t, k, scale="ignore")),
+    Mistake("temperature-multiplies", "logits multiplied by the temperature instead of divided (τ < 1 then flattens, "
+            "τ > 1 sharpens)", lambda r, t, k: _table(r, t, k, scale="multiply")),
+    Mistake("top-k-minus-1", "k-1 levels kept instead of k (mask logits < the k-th largest, not <=)",
+            lambda r, t, k: _table(r, t, k, keep_kth=False)),
+    Mistake("filtered-to-zero", "the filtered logits set to 0 instead of -inf (exp(0) > 0, so they can still be "
+            "drawn)", lambda r, t, k: _table(r, t, k, fill=0.0)),
+    Mistake("rank-not-level", "a position among the top k (0..k-1) returned instead of its level: map it back with "
+            "topk's indices, or mask the other logits with -inf and keep all levels", _ranks),
+]
 
 
-def _logits_error(error: BaseException, args: tuple) -> str | None:
+def _logits_error(error: BaseException, args: tuple) -> Mistake | None:
     if "must match the size" in str(error):
-        return ("keep the k-th value's axis: logits.topk(k, dim=-1).values[:, -1:] is (B, 1) and broadcasts against "
-                "(B, levels); values[:, -1] is (B,) and does not")
+        return Mistake("kth-value-axis-dropped", "keep the k-th value's axis: logits.topk(k, dim=-1).values[:, -1:] "
+                       "is (B, 1) and broadcasts against (B, levels); values[:, -1] is (B,) and does not")
     return pytorch_hint(error)
 
 
-def _levels_problem(out, rows: int) -> str | None:
+def _levels_problem(out, rows: int) -> Mistake | None:
     if not isinstance(out, Tensor):
-        return f"returned {type(out).__name__}, expected levels (B,)"
+        return Mistake("not-a-tensor", f"returned {type(out).__name__}, expected levels (B,)")
     if tuple(out.shape) == (rows, 1):
-        return "returned (B, 1): drop the last axis (.squeeze(1) or [:, 0]) -> (B,)"
+        return Mistake("extra-axis", "returned (B, 1): drop the last axis (.squeeze(1) or [:, 0]) -> (B,)")
     if tuple(out.shape) == (rows, _LEVELS):
-        return "returned (B, levels): that is a distribution, not a draw; draw one level per row (B,)"
+        return Mistake("distribution-not-draw", "returned (B, levels): that is a distribution, not a draw; draw one "
+                       "level per row (B,)")
     if tuple(out.shape) != (rows,):
-        return f"returned {tuple(out.shape)}, expected levels ({rows},)"
+        return Mistake("wrong-shape", f"returned {tuple(out.shape)}, expected levels ({rows},)")
     if unusable(out):
         return unusable(out)
     if out.is_floating_point():
-        return f"returned {out.dtype}; levels are integers (a LongTensor, as argmax and torch.multinomial give)"
+        return Mistake("levels-not-long", f"returned {out.dtype}; levels are integers (a LongTensor, as argmax and "
+                       "torch.multinomial give)")
     if out.numel() and (out.min() < 0 or out.max() >= _LEVELS):
-        return f"levels {int(out.min())}..{int(out.max())} fall outside 0..{_LEVELS - 1}"
+        return Mistake("levels-out-of-range", f"levels {int(out.min())}..{int(out.max())} fall outside "
+                       f"0..{_LEVELS - 1}")
     return None
 
 
-def _greedy_problem(learner: Callable) -> tuple[str, bool] | None:
-    """Temperature 0 first: dividing by it gives inf/NaN, which the distribution test could not name.
-    Returns (problem, attempted) or None."""
+def _greedy_problem(learner: Callable) -> Mistake | None:
+    """Temperature 0 first: dividing by it gives inf/NaN, which the distribution test could not name. What the
+    learner's code raises propagates."""
     logits = torch.randn(64, _LEVELS, generator=torch.Generator().manual_seed(1)) * 2
-    try:
-        with fixed_rng(1000):
-            got = learner(logits.clone(), 0.0, None, torch.Generator().manual_seed(0))
-    except Exception as error:
-        if is_stub(error):
-            return "not attempted", False
-        return f"at temperature 0 it raised {error_text(error)[:120]}: {_GREEDY}", True
+    with fixed_rng(1000):
+        got = learner(logits.clone(), 0.0, None, torch.Generator().manual_seed(0))
     problem = _levels_problem(got, 64)
     if problem:
-        return problem, True
+        return problem
     if not torch.equal(got, logits.argmax(-1)):
-        return f"at temperature 0 it returned levels other than the most likely ones: {_GREEDY}", True
+        return Mistake("greedy-not-argmax", f"at temperature 0 it returned levels other than the most likely ones: "
+                       f"{_GREEDY}")
     return None
 
 
@@ -316,9 +321,15 @@ def check_sample_logits(learner: Callable | None) -> Callable:
 
 
 def _check_draws(name: str, learner: Callable) -> bool:
-    problem = _greedy_problem(learner)
+    try:
+        problem = _greedy_problem(learner)
+    except Exception as error:
+        if is_stub(error):
+            return not_attempted(name)
+        return verdict(name, False, f"at temperature 0 it raised {error_text(error)[:120]}: {_GREEDY}",
+                       mistake=Mistake("greedy-not-argmax", _GREEDY), status="crashed")
     if problem:
-        return verdict(name, False, problem[0], attempted=problem[1])
+        return fail(name, problem)
     rows = _rows()
     logits = rows.repeat_interleave(_DRAWS, dim=0)  # (ROWS * DRAWS, levels): row r drawn DRAWS times
     draws, same_as_package = [], True
@@ -330,12 +341,12 @@ def _check_draws(name: str, learner: Callable) -> bool:
         except Exception as error:
             if is_stub(error):
                 return not_attempted(name)
-            hint = _logits_error(error, (logits,))
-            return fail(name, f"raised {error_text(error)} (temperature {temperature}, top_k {top_k})"
-                              + (f"; {hint}" if hint else ""))
+            return crashed(name, error, _logits_error(error, (logits,)),
+                           where=f" (temperature {temperature}, top_k {top_k})")
         if not torch.equal(copy, logits):
-            return fail(name, "it writes into its input `logits` (the caller's tensor changes): divide and mask "
-                              "into a new tensor (logits / temperature, masked_fill) instead of /= or masked_fill_")
+            return fail(name, Mistake("writes-into-input", "it writes into its input `logits` (the caller's tensor "
+                                      "changes): divide and mask into a new tensor (logits / temperature, "
+                                      "masked_fill) instead of /= or masked_fill_"))
         problem = _levels_problem(out, logits.size(0))
         if problem:
             return fail(name, problem)
@@ -355,9 +366,9 @@ def _check_draws(name: str, learner: Callable) -> bool:
 
     right, worst = consistent(_table)
     if not right:
-        for mistake, table in _DRAW_MISTAKES.items():
-            if consistent(table)[0]:
-                return fail(name, f"the draws look like {mistake}")
+        for mistake in _DRAW_MISTAKES:
+            if consistent(mistake.forms)[0]:
+                return looks_like(name, mistake, "the draws")
         return fail(name, f"the draws do not follow softmax(top-k(logits / τ)): {worst}")
     verdict(name, True, f"greedy at temperature 0, and the draws follow softmax(top-k(logits / τ)) "
                         f"({len(_SETTINGS) * _ROWS * _DRAWS:,} draws in {len(_SETTINGS)} settings)"
@@ -377,3 +388,7 @@ def _generator_note(name: str, draw: Callable) -> None:
         note(name, "with the same seed it draws other levels than the package (it uses the random numbers in "
                    "another order than one torch.multinomial(probs, 1, generator=generator) call). Right and "
                    "reproducible; only draws made the package's way are identical token for token")
+
+
+EXERCISES = (Exercise("attend_with_cache", "my_attend_with_cache", check_attend_with_cache),
+             Exercise("sample_logits", "my_sample_logits", check_sample_logits))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..model import guided_logits
-from .core import compare, settle
+from .core import Exercise, Mistake, compare, settle
 
 __all__ = ["check_guided_logits", "check_dynamic_threshold", "guided_logits", "dynamic_threshold"]
 
@@ -24,18 +24,19 @@ def _guidance_cases() -> list[tuple]:
 
 def check_guided_logits(learner: Callable | None) -> Callable:
     """Check guided_logits(cond_logits, uncond_logits, guidance) -> logits of the same shape."""
-    mistakes = {
-        "the formula reversed, cond + g·(uncond − cond) (g pushes away from the condition)":
-            lambda c, u, g: c + g * (u - c),
-        "the mix of probabilities, softmax(u) + g·(softmax(c) − softmax(u)): guidance mixes logits, "
-        "not probabilities (with g > 1 a probability mix can go negative)":
-            lambda c, u, g: u.softmax(-1) + g * (c.softmax(-1) - u.softmax(-1)),
-        "g·cond without the unconditional base (that is only a temperature of 1/g)":
-            lambda c, u, g: g * c,
-        "uncond + g·cond: the difference is missing; guidance moves along cond − uncond": lambda c, u, g: u + g * c,
-        "cond + g·(cond − uncond): the base is the unconditional logits (this is guidance g + 1)":
-            lambda c, u, g: c + g * (c - u),
-    }
+    mistakes = [
+        Mistake("guidance-reversed", "the formula reversed, cond + g·(uncond − cond) (g pushes away from the "
+                "condition)", lambda c, u, g: c + g * (u - c)),
+        Mistake("probability-mix", "the mix of probabilities, softmax(u) + g·(softmax(c) − softmax(u)): guidance "
+                "mixes logits, not probabilities (with g > 1 a probability mix can go negative)",
+                lambda c, u, g: u.softmax(-1) + g * (c.softmax(-1) - u.softmax(-1))),
+        Mistake("no-unconditional-base", "g·cond without the unconditional base (that is only a temperature of 1/g)",
+                lambda c, u, g: g * c),
+        Mistake("no-difference", "uncond + g·cond: the difference is missing; guidance moves along cond − uncond",
+                lambda c, u, g: u + g * c),
+        Mistake("guidance-plus-one", "cond + g·(cond − uncond): the base is the unconditional logits (this is "
+                "guidance g + 1)", lambda c, u, g: c + g * (c - u)),
+    ]
     ok = compare("guided_logits", learner, guided_logits, _guidance_cases(), mistakes, dtype=True)
     return settle("guided_logits", learner, guided_logits, ok)
 
@@ -78,22 +79,29 @@ def _signed(x0, p):
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
-def _threshold_error(error: BaseException, args: tuple) -> str | None:
+def _threshold_error(error: BaseException, args: tuple) -> Mistake | None:
     if "quantile" in str(error) and "range" in str(error):
-        return "torch.quantile takes q in [0, 1]: pass percentile / 100"
+        return Mistake("percent-not-fraction", "torch.quantile takes q in [0, 1]: pass percentile / 100")
     return None
 
 
 def check_dynamic_threshold(learner: Callable | None) -> Callable:
     """Check dynamic_threshold(x0, percentile) on batches whose samples have very different scales."""
-    mistakes = {
-        "static clipping to [−1, 1] (no threshold s at all)": lambda x0, p: x0.clamp(-1, 1),
-        "one percentile over the whole batch instead of one per sample (use flatten(1) and dim=1)":
-            _batch_percentile,
-        "s without the floor max(s, 1): a quiet sample (all |x0| < 1) gets stretched up to ±1": _no_floor,
-        "clipping to [−s, s] without dividing by s (the result leaves [−1, 1])": _no_divide,
-        "the percentile of x0 instead of |x0| (the negative side is ignored)": _signed,
-    }
+    mistakes = [
+        Mistake("static-clip", "static clipping to [−1, 1] (no threshold s at all)", lambda x0, p: x0.clamp(-1, 1)),
+        Mistake("batch-percentile", "one percentile over the whole batch instead of one per sample (use flatten(1) "
+                "and dim=1)", _batch_percentile),
+        Mistake("no-floor-at-1", "s without the floor max(s, 1): a quiet sample (all |x0| < 1) gets stretched up to "
+                "±1", _no_floor),
+        Mistake("clip-without-divide", "clipping to [−s, s] without dividing by s (the result leaves [−1, 1])",
+                _no_divide),
+        Mistake("percentile-of-signed", "the percentile of x0 instead of |x0| (the negative side is ignored)",
+                _signed),
+    ]
     ok = compare("dynamic_threshold", learner, dynamic_threshold, _threshold_cases(), mistakes, dtype=True,
                  on_error=_threshold_error)
     return settle("dynamic_threshold", learner, dynamic_threshold, ok)
+
+
+EXERCISES = (Exercise("guided_logits", "my_guided_logits", check_guided_logits),
+             Exercise("dynamic_threshold", "my_dynamic_threshold", check_dynamic_threshold))

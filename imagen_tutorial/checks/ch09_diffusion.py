@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .. import diffusion
-from .core import compare, end_points, failing_line, ignores, per_image, settle
+from .core import Exercise, Mistake, compare, end_points, failing_line, ignores, per_image, settle
 
 __all__ = ["check_q_sample", "check_ddim_update", "check_guided_x0", "ddim_update", "guided_x0"]
 
@@ -36,20 +36,22 @@ def _schedule(t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
     return _per_image(alpha, like), _per_image(sigma, like)
 
 
-def _broadcast_error(error: BaseException, args: tuple, threshold: bool = False) -> str | None:
+def _broadcast_error(error: BaseException, args: tuple, threshold: bool = False) -> Mistake | None:
     """A value per image of shape [B] that met images [B, C, H, W]: say which one, from the failing line."""
     if "must match the size of tensor" not in str(error):
         return None
     line = failing_line(error)
     schedule = re.search(r"alpha|sigma|cos|sin|α|σ", line) is not None
     if threshold and re.search(r"clamp|quantile|kthvalue|percentile|thresh|\bs\b", line) and not schedule:
-        return ("the threshold s has one value per image, shape [B]: reshape it to [B, 1, 1, 1] (s.view(-1, 1, 1, 1)) "
-                "before clamping and dividing, so that each image is scaled by its own s")
+        return Mistake("threshold-not-reshaped", "the threshold s has one value per image, shape [B]: reshape it to "
+                       "[B, 1, 1, 1] (s.view(-1, 1, 1, 1)) before clamping and dividing, so that each image is "
+                       "scaled by its own s")
     if threshold and not schedule:
-        return ("a value with one entry per image, shape [B] (α(t), σ(t) or the threshold s), met the images "
-                "[B, C, H, W]: reshape it to [B, 1, 1, 1] (.view(-1, 1, 1, 1))")
-    return ("α(t) and σ(t) have one value per image, shape [B]: reshape them to [B, 1, 1, 1] "
-            "(alpha.view(-1, 1, 1, 1)) so that each image is scaled by its own level")
+        return Mistake("per-image-value-not-reshaped", "a value with one entry per image, shape [B] (α(t), σ(t) or "
+                       "the threshold s), met the images [B, C, H, W]: reshape it to [B, 1, 1, 1] (.view(-1, 1, 1, "
+                       "1))")
+    return Mistake("schedule-not-reshaped", "α(t) and σ(t) have one value per image, shape [B]: reshape them to [B, "
+                   "1, 1, 1] (alpha.view(-1, 1, 1, 1)) so that each image is scaled by its own level")
 
 
 # What typically breaks at the end points of time, for the `end_points` probe.
@@ -102,18 +104,21 @@ def _q_columns(x0, t, noise):
 
 def check_q_sample(learner: Callable | None) -> Callable:
     """Check q_sample(x0 [B, C, H, W], t [B], noise [B, C, H, W]) -> x_t = α(t)·x0 + σ(t)·noise."""
-    mistakes = {
-        "α² and σ² instead of α and σ: those are the variances; x_t = α·x₀ + σ·ε, with α² + σ² = 1":
-            _q_mistake(a_power=2, s_power=2),
-        "σ² instead of σ on the noise (σ² is the noise's variance; x_t = α·x₀ + σ·ε)": _q_mistake(s_power=2),
-        "α² instead of α on the image (x_t = α·x₀ + σ·ε)": _q_mistake(a_power=2),
-        "α and σ swapped: σ·x₀ + α·ε is mostly image at t = 1 and mostly noise at t = 0 — α = cos(πt/2) goes "
-        "with the image": _q_mistake(swap=True),
-        "the same noise image for the whole batch (noise[0]): each image needs its own ε": _q_mistake(one_noise=True),
-        "one t for the whole batch (t[0]): each image has its own t": _q_mistake(one_t=True),
-        "α(t) and σ(t) of shape [B] broadcast along the image's last axis (its columns) instead of per image: "
-        "reshape them to [B, 1, 1, 1] (alpha.view(-1, 1, 1, 1))": _q_columns,
-    }
+    mistakes = [
+        Mistake("variances-not-stds", "α² and σ² instead of α and σ: those are the variances; x_t = α·x₀ + σ·ε, with "
+                "α² + σ² = 1", _q_mistake(a_power=2, s_power=2)),
+        Mistake("sigma-squared", "σ² instead of σ on the noise (σ² is the noise's variance; x_t = α·x₀ + σ·ε)",
+                _q_mistake(s_power=2)),
+        Mistake("alpha-squared", "α² instead of α on the image (x_t = α·x₀ + σ·ε)", _q_mistake(a_power=2)),
+        Mistake("alpha-sigma-swapped", "α and σ swapped: σ·x₀ + α·ε is mostly image at t = 1 and mostly noise at t = "
+                "0 — α = cos(πt/2) goes with the image", _q_mistake(swap=True)),
+        Mistake("one-noise-per-batch", "the same noise image for the whole batch (noise[0]): each image needs its "
+                "own ε", _q_mistake(one_noise=True)),
+        Mistake("one-t-per-batch", "one t for the whole batch (t[0]): each image has its own t",
+                _q_mistake(one_t=True)),
+        Mistake("broadcast-along-columns", "α(t) and σ(t) of shape [B] broadcast along the image's last axis (its "
+                "columns) instead of per image: reshape them to [B, 1, 1, 1] (alpha.view(-1, 1, 1, 1))", _q_columns),
+    ]
     probes = [ignores("noise"), end_points({"t": {1.0: alpha_at_1(), 0.0: SIGMA_AT_0}}), per_image("t")]
     ok = compare("q_sample", learner, diffusion.q_sample, _q_cases(), mistakes, on_error=_broadcast_error,
                  probes=probes)
@@ -157,25 +162,28 @@ def _ddim_mistake(eps_alpha: str = "t", eps_sigma: str = "t", alpha: str = "s", 
 def check_ddim_update(learner: Callable | None) -> Callable:
     """Check ddim_update(x_t, x0, t, s) -> x_s, on batches with a different t and s per image, t = 1 and s = 0
     among them."""
-    mistakes = {
-        "x̂₀ and ε̂ swapped: α_s·ε̂ + σ_s·x̂₀ — the image goes with α_s, the noise with σ_s": _ddim_mistake(swap=True),
-        "α_t where α_s belongs: the new point x_s = α_s·x̂₀ + σ_s·ε̂ sits at the earlier time s, so both use s":
-            _ddim_mistake(alpha="t"),
-        "the same σ dividing ε̂ and multiplying it (σ_s in both places, or σ_t in both), so it cancels: "
-        "x_s = α_s·x̂₀ + (x_t − α_t·x̂₀). ε̂ = (x_t − α_t·x̂₀)/σ_t belongs to the current time t, the update "
-        "x_s = α_s·x̂₀ + σ_s·ε̂ to the earlier time s": [_ddim_mistake(sigma="t"), _ddim_mistake(eps_sigma="s")],
-        "t and s exchanged: ε̂ computed at s and the update made at t; ε̂ = (x_t − α_t·x̂₀)/σ_t comes from the "
-        "current time t, x_s = α_s·x̂₀ + σ_s·ε̂ goes to the earlier time s":
-            _ddim_mistake("s", "s", "t", "t"),
-        "x_t itself, so the sampler never moves: ε̂ comes from the current time, ε̂ = (x_t − α_t·x̂₀)/σ_t, and "
-        "the update x_s = α_s·x̂₀ + σ_s·ε̂ uses the earlier time s (one of the two used the other's time)":
-            [lambda x_t, x0, t, s: x_t, _ddim_mistake("s", "s")],
-        "ε̂ missing: x_s = α_s·x̂₀ + σ_s·x_t uses x_t where ε̂ = (x_t − α_t·x̂₀)/σ_t belongs":
-            lambda x_t, x0, t, s: _schedule(s, x_t)[0] * x0 + _schedule(s, x_t)[1] * x_t,
-        "the DDPM posterior mean, (α_t|s·σ_s²·x_t + α_s·σ²_t|s·x̂₀)/σ_t²: that is the ancestral sampler's step without "
-        "its noise; DDIM puts the two guesses back together at s, x_s = α_s·x̂₀ + σ_s·ε̂ with "
-        "ε̂ = (x_t − α_t·x̂₀)/σ_t": lambda x_t, x0, t, s: diffusion.ddpm_step(x_t, x0, t, s, torch.zeros_like(x_t)),
-    }
+    mistakes = [
+        Mistake("x0-eps-swapped", "x̂₀ and ε̂ swapped: α_s·ε̂ + σ_s·x̂₀ — the image goes with α_s, the noise with σ_s",
+                _ddim_mistake(swap=True)),
+        Mistake("alpha-t-for-alpha-s", "α_t where α_s belongs: the new point x_s = α_s·x̂₀ + σ_s·ε̂ sits at the "
+                "earlier time s, so both use s", _ddim_mistake(alpha="t")),
+        Mistake("same-sigma-both-places", "the same σ dividing ε̂ and multiplying it (σ_s in both places, or σ_t in "
+                "both), so it cancels: x_s = α_s·x̂₀ + (x_t − α_t·x̂₀). ε̂ = (x_t − α_t·x̂₀)/σ_t belongs to the "
+                "current time t, the update x_s = α_s·x̂₀ + σ_s·ε̂ to the earlier time s",
+                [_ddim_mistake(sigma="t"), _ddim_mistake(eps_sigma="s")]),
+        Mistake("t-s-exchanged", "t and s exchanged: ε̂ computed at s and the update made at t; ε̂ = (x_t − "
+                "α_t·x̂₀)/σ_t comes from the current time t, x_s = α_s·x̂₀ + σ_s·ε̂ goes to the earlier time s",
+                _ddim_mistake("s", "s", "t", "t")),
+        Mistake("returns-x-t", "x_t itself, so the sampler never moves: ε̂ comes from the current time, ε̂ = (x_t − "
+                "α_t·x̂₀)/σ_t, and the update x_s = α_s·x̂₀ + σ_s·ε̂ uses the earlier time s (one of the two used "
+                "the other's time)", [lambda x_t, x0, t, s: x_t, _ddim_mistake("s", "s")]),
+        Mistake("eps-missing", "ε̂ missing: x_s = α_s·x̂₀ + σ_s·x_t uses x_t where ε̂ = (x_t − α_t·x̂₀)/σ_t belongs",
+                lambda x_t, x0, t, s: _schedule(s, x_t)[0] * x0 + _schedule(s, x_t)[1] * x_t),
+        Mistake("ddpm-mean", "the DDPM posterior mean, (α_t|s·σ_s²·x_t + α_s·σ²_t|s·x̂₀)/σ_t²: that is the ancestral "
+                "sampler's step without its noise; DDIM puts the two guesses back together at s, x_s = α_s·x̂₀ + "
+                "σ_s·ε̂ with ε̂ = (x_t − α_t·x̂₀)/σ_t",
+                lambda x_t, x0, t, s: diffusion.ddpm_step(x_t, x0, t, s, torch.zeros_like(x_t))),
+    ]
     probes = [end_points({"t": {1.0: alpha_at_1()}, "s": {0.0: "the last jump lands on the image, and σ_s = 0 there, "
                           "so a division by σ_s (or a log of it) blows up — x_s = α_s·x̂₀ + σ_s·ε̂ needs neither, "
                           "and gives x̂₀"}}), per_image("t", "s")]
@@ -251,43 +259,50 @@ def _as_eps(clamped: bool) -> Callable:
 def check_guided_x0(learner: Callable | None) -> Callable:
     """Check guided_x0(cond_pred, uncond_pred, x_t, t, w) -> the thresholded x̂₀, at w = 0, 1, 3, 5, 8, with
     t = 1 and t = 0 among the times."""
-    mistakes = {
-        "the formula reversed, v_c + w·(v_u − v_c): w pushes away from the caption":
-            _guided(_threshold, lambda c, u, w: c + w * (u - c)),
-        "w·v_c without the unconditional base: guidance is v_u + w·(v_c − v_u)":
-            _guided(_threshold, lambda c, u, w: w * c),
-        "v_c + w·(v_c − v_u): the base is the unconditional prediction (this is guidance w + 1)":
-            _guided(_threshold, lambda c, u, w: c + w * (c - u)),
-        "guidance applied to x̂₀ after thresholding: each x̂₀ thresholded first, then x̂₀_u + w·(x̂₀_c − x̂₀_u), "
-        "which leaves [−1, 1] again — guide the prediction, then threshold once": _after_threshold,
-        "no thresholding: the guided x̂₀ must go through dynamic thresholding (diffusion.dynamic_threshold)":
-            _guided(lambda x0: x0),
-        "static clipping to [−1, 1] instead of dynamic thresholding": _guided(diffusion.static_threshold),
-        "one threshold for the whole batch (the percentile of every pixel of every image): s is per image, "
-        "torch.quantile(x0.abs().flatten(1), 0.995, dim=1), reshaped to [B, 1, 1, 1]":
-            _guided(lambda x0: _threshold(x0, per_image=False)),
-        "s without max(1, ·): an image already inside [−1, 1] gets stretched to fill it; s = max(1, the percentile) "
-        "(.clamp(min=1)) leaves such images alone": _guided(lambda x0: _threshold(x0, at_least_1=False)),
-        "clipped to [−s, s] but not divided by s: the result leaves [−1, 1]; dynamic thresholding clips, then "
-        "divides by s": _guided(lambda x0: _threshold(x0, divide=False)),
-        "divided by s but not clipped: the few pixels beyond the percentile stay outside [−1, 1]; clip to [−s, s] "
-        "first (x0.clamp(-s, s)), then divide": _guided(lambda x0: _threshold(x0, clip=False)),
-        "the percentile of x̂₀ itself, not of |x̂₀|: pixels far below −1 are missed; take x0.abs() first":
-            _guided(lambda x0: _threshold(x0, magnitude=False)),
-        "the percentile by nearest rank (kthvalue, or an index into the sorted values) instead of torch.quantile's "
-        "interpolation between the two nearest values: s differs, and a sampler built on it no longer gives the "
-        "package's images — use torch.quantile(x0.abs().flatten(1), 0.995, dim=1), as diffusion.dynamic_threshold "
-        "does": [_guided(lambda x0, how=how: _threshold(x0, interpolation=how)) for how in ("lower", "higher",
-                                                                                           "nearest")],
-        "the prediction read as ε (x̂₀ = (x_t − σ·ε̂)/α): this model predicts v, so x̂₀ = α_t·x_t − σ_t·v̂":
-            [_as_eps(clamped=True), _as_eps(clamped=False)],
-        "x̂₀ = α_t·v̂ − σ_t·x_t (v and x_t swapped): x̂₀ = α_t·x_t − σ_t·v̂": lambda c, u, x_t, t, w:
-            diffusion.dynamic_threshold(_x0_of(x_t, diffusion.guided_prediction(c, u, w), t), PERCENTILE),
-    }
+    mistakes = [
+        Mistake("guidance-reversed", "the formula reversed, v_c + w·(v_u − v_c): w pushes away from the caption",
+                _guided(_threshold, lambda c, u, w: c + w * (u - c))),
+        Mistake("no-unconditional-base", "w·v_c without the unconditional base: guidance is v_u + w·(v_c − v_u)",
+                _guided(_threshold, lambda c, u, w: w * c)),
+        Mistake("guidance-plus-one", "v_c + w·(v_c − v_u): the base is the unconditional prediction (this is "
+                "guidance w + 1)", _guided(_threshold, lambda c, u, w: c + w * (c - u))),
+        Mistake("guided-after-threshold", "guidance applied to x̂₀ after thresholding: each x̂₀ thresholded first, "
+                "then x̂₀_u + w·(x̂₀_c − x̂₀_u), which leaves [−1, 1] again — guide the prediction, then threshold "
+                "once", _after_threshold),
+        Mistake("no-threshold", "no thresholding: the guided x̂₀ must go through dynamic thresholding "
+                "(diffusion.dynamic_threshold)", _guided(lambda x0: x0)),
+        Mistake("static-clip", "static clipping to [−1, 1] instead of dynamic thresholding",
+                _guided(diffusion.static_threshold)),
+        Mistake("batch-threshold", "one threshold for the whole batch (the percentile of every pixel of every "
+                "image): s is per image, torch.quantile(x0.abs().flatten(1), 0.995, dim=1), reshaped to [B, 1, 1, 1]",
+                _guided(lambda x0: _threshold(x0, per_image=False))),
+        Mistake("no-floor-at-1", "s without max(1, ·): an image already inside [−1, 1] gets stretched to fill it; s "
+                "= max(1, the percentile) (.clamp(min=1)) leaves such images alone",
+                _guided(lambda x0: _threshold(x0, at_least_1=False))),
+        Mistake("clip-without-divide", "clipped to [−s, s] but not divided by s: the result leaves [−1, 1]; dynamic "
+                "thresholding clips, then divides by s", _guided(lambda x0: _threshold(x0, divide=False))),
+        Mistake("divide-without-clip", "divided by s but not clipped: the few pixels beyond the percentile stay "
+                "outside [−1, 1]; clip to [−s, s] first (x0.clamp(-s, s)), then divide",
+                _guided(lambda x0: _threshold(x0, clip=False))),
+        Mistake("percentile-of-signed", "the percentile of x̂₀ itself, not of |x̂₀|: pixels far below −1 are missed; "
+                "take x0.abs() first", _guided(lambda x0: _threshold(x0, magnitude=False))),
+        Mistake("nearest-rank-percentile", "the percentile by nearest rank (kthvalue, or an index into the sorted "
+                "values) instead of torch.quantile's interpolation between the two nearest values: s differs, and a "
+                "sampler built on it no longer gives the package's images — use torch.quantile(x0.abs().flatten(1), "
+                "0.995, dim=1), as diffusion.dynamic_threshold does",
+                [_guided(lambda x0, how=how: _threshold(x0, interpolation=how))
+                 for how in ("lower", "higher", "nearest")]),
+        Mistake("v-read-as-eps", "the prediction read as ε (x̂₀ = (x_t − σ·ε̂)/α): this model predicts v, so x̂₀ = "
+                "α_t·x_t − σ_t·v̂", [_as_eps(clamped=True), _as_eps(clamped=False)]),
+        Mistake("v-and-x-t-swapped", "x̂₀ = α_t·v̂ − σ_t·x_t (v and x_t swapped): x̂₀ = α_t·x_t − σ_t·v̂",
+                lambda c, u, x_t, t, w: diffusion.dynamic_threshold(
+                    _x0_of(x_t, diffusion.guided_prediction(c, u, w), t), PERCENTILE)),
+    ]
 
-    def error(err: BaseException, args: tuple) -> str | None:
+    def error(err: BaseException, args: tuple) -> Mistake | None:
         if "quantile" in str(err) and "range" in str(err):
-            return "torch.quantile takes q in [0, 1]: the percentile here is 0.995, not 99.5"
+            return Mistake("percent-not-fraction", "torch.quantile takes q in [0, 1]: the percentile here is 0.995, "
+                           "not 99.5")
         return _broadcast_error(err, args, threshold=True)
 
     probes = [end_points({"t": {
@@ -298,3 +313,8 @@ def check_guided_x0(learner: Callable | None) -> Callable:
              "none"}}), per_image("t")]
     ok = compare("guided_x0", learner, guided_x0, _guidance_cases(), mistakes, on_error=error, probes=probes)
     return settle("guided_x0", learner, guided_x0, ok)
+
+
+EXERCISES = (Exercise("q_sample", "my_q_sample", check_q_sample),
+             Exercise("ddim_update", "my_ddim_update", check_ddim_update),
+             Exercise("guided_x0", "my_guided_x0", check_guided_x0))

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .. import diffusion
 from .ch09_diffusion import SIGMA_AT_0, _per_image, _q_columns, _q_mistake, alpha_at_1, level_cases
-from .core import compare, end_points, ignores, per_image, settle
+from .core import Exercise, Mistake, compare, end_points, ignores, per_image, settle
 
 __all__ = ["check_noise_augment", "check_hand_off", "noise_augment", "hand_off"]
 
@@ -51,39 +51,42 @@ def _columns(low, aug, noise):  # α(aug), σ(aug) of shape [B] against [B, 1, H
 
 def check_noise_augment(learner: Callable | None) -> Callable:
     """Check noise_augment(low [B, 1, H, W] in [-1, 1], aug [B], noise [B, 1, H, W]) -> (augmented low, level)."""
-    mistakes = {
-        "augmentation at the right levels, but the model is told level 0: it then takes the noise for detail of "
-        "the image and copies it into the output; return aug itself as the level":
-            _augment_mistake(_q_mistake(), lambda a: torch.zeros_like(a)),
-        "no augmentation at all (low returned as it is) while the model is told aug: apply the forward process, "
-        "α(aug)·low + σ(aug)·noise": _augment_mistake(lambda low, a, n: low),
-        "low + aug·noise: a different noise process from training's (it adds noise without shrinking the image, so "
-        "the model sees inputs it never saw); use the forward process, α(aug)·low + σ(aug)·noise":
-            _augment_mistake(lambda low, a, n: low + _per_image(a, low) * n),
-        "(1 − aug)·low + aug·noise: a straight-line mix, a different noise process from training's cosine "
-        "schedule; use α(aug) = cos(π·aug/2), σ(aug) = sin(π·aug/2) (diffusion.alpha_sigma)":
-            _augment_mistake(lambda low, a, n: (1 - _per_image(a, low)) * low + _per_image(a, low) * n),
-        "α² and σ² instead of α and σ: those are the variances; the forward process is α(aug)·low + σ(aug)·noise":
-            _augment_mistake(_q_mistake(a_power=2, s_power=2)),
-        "σ² instead of σ on the noise (σ² is the noise's variance): the forward process is α(aug)·low + σ(aug)·noise":
-            _augment_mistake(_q_mistake(s_power=2)),
-        "α² instead of α on the image: the forward process is α(aug)·low + σ(aug)·noise":
-            _augment_mistake(_q_mistake(a_power=2)),
-        "the same noise image for the whole batch (noise[0]): each image gets its own ε":
-            _augment_mistake(_q_mistake(one_noise=True)),
-        "one level for the whole batch (aug[0], or .item()): each image is augmented at its own level, shape [B]; "
-        "reshape it to [B, 1, 1, 1] (.view(-1, 1, 1, 1))": _augment_mistake(_q_mistake(one_t=True)),
-        "α and σ swapped: σ(aug)·low + α(aug)·noise is almost pure noise at small levels — α goes with the image":
-            _augment_mistake(_q_mistake(swap=True)),
-        "the level as 1 − aug: the model is told the level itself, the t of the forward process (0 = clean)":
-            _augment_mistake(_q_mistake(), lambda a: 1 - a),
-        "α(aug) and σ(aug) of shape [B] broadcast along the image's last axis (its columns) instead of per image: "
-        "reshape them to [B, 1, 1, 1] (alpha.view(-1, 1, 1, 1))": _columns,
-    }
+    mistakes = [
+        Mistake("level-told-0", "augmentation at the right levels, but the model is told level 0: it then takes the "
+                "noise for detail of the image and copies it into the output; return aug itself as the level",
+                _augment_mistake(_q_mistake(), lambda a: torch.zeros_like(a))),
+        Mistake("no-augmentation", "no augmentation at all (low returned as it is) while the model is told aug: "
+                "apply the forward process, α(aug)·low + σ(aug)·noise", _augment_mistake(lambda low, a, n: low)),
+        Mistake("additive-noise", "low + aug·noise: a different noise process from training's (it adds noise without "
+                "shrinking the image, so the model sees inputs it never saw); use the forward process, α(aug)·low + "
+                "σ(aug)·noise", _augment_mistake(lambda low, a, n: low + _per_image(a, low) * n)),
+        Mistake("linear-mix", "(1 − aug)·low + aug·noise: a straight-line mix, a different noise process from "
+                "training's cosine schedule; use α(aug) = cos(π·aug/2), σ(aug) = sin(π·aug/2) (diffusion.alpha_sigma)",
+                _augment_mistake(lambda low, a, n: (1 - _per_image(a, low)) * low + _per_image(a, low) * n)),
+        Mistake("variances-not-stds", "α² and σ² instead of α and σ: those are the variances; the forward process is "
+                "α(aug)·low + σ(aug)·noise", _augment_mistake(_q_mistake(a_power=2, s_power=2))),
+        Mistake("sigma-squared", "σ² instead of σ on the noise (σ² is the noise's variance): the forward process is "
+                "α(aug)·low + σ(aug)·noise", _augment_mistake(_q_mistake(s_power=2))),
+        Mistake("alpha-squared", "α² instead of α on the image: the forward process is α(aug)·low + σ(aug)·noise",
+                _augment_mistake(_q_mistake(a_power=2))),
+        Mistake("one-noise-per-batch", "the same noise image for the whole batch (noise[0]): each image gets its own "
+                "ε", _augment_mistake(_q_mistake(one_noise=True))),
+        Mistake("one-level-per-batch", "one level for the whole batch (aug[0], or .item()): each image is augmented "
+                "at its own level, shape [B]; reshape it to [B, 1, 1, 1] (.view(-1, 1, 1, 1))",
+                _augment_mistake(_q_mistake(one_t=True))),
+        Mistake("alpha-sigma-swapped", "α and σ swapped: σ(aug)·low + α(aug)·noise is almost pure noise at small "
+                "levels — α goes with the image", _augment_mistake(_q_mistake(swap=True))),
+        Mistake("level-as-1-minus-aug", "the level as 1 − aug: the model is told the level itself, the t of the "
+                "forward process (0 = clean)", _augment_mistake(_q_mistake(), lambda a: 1 - a)),
+        Mistake("broadcast-along-columns", "α(aug) and σ(aug) of shape [B] broadcast along the image's last axis "
+                "(its columns) instead of per image: reshape them to [B, 1, 1, 1] (alpha.view(-1, 1, 1, 1))",
+                _columns),
+    ]
 
-    def on_error(error: BaseException, args: tuple) -> str | None:
+    def on_error(error: BaseException, args: tuple) -> Mistake | None:
         if "must match the size of tensor" in str(error):
-            return "α(aug) and σ(aug) have one value per image, shape [B]: reshape them to [B, 1, 1, 1]"
+            return Mistake("schedule-not-reshaped", "α(aug) and σ(aug) have one value per image, shape [B]: reshape "
+                           "them to [B, 1, 1, 1]")
         return None
 
     ends = {"aug": {1.0: alpha_at_1("at level 1", "·aug"), 0.0: SIGMA_AT_0}}
@@ -118,33 +121,41 @@ def _up(x: Tensor, mode: str = "bilinear", align_corners: bool | None = False) -
 
 def check_hand_off(learner: Callable | None) -> Callable:
     """Check hand_off(trajectory) -> the SR stage's low-res input [B, 1, 28, 28] in [-1, 1]."""
-    mistakes = {
-        "the wrong tensor upsampled: the last step's x_t, the noisy image that step started from; the sample "
-        "is that step's x̂₀, trajectory[-1][1]": lambda tr: _up(tr[-1][0]),
-        "the wrong tensor upsampled: the first step's x̂₀, the model's guess from pure noise; the sample is the "
-        "last step's, trajectory[-1][1]": lambda tr: _up(tr[0][1]),
-        "the wrong tensor upsampled: the second-to-last step's x̂₀ (trajectory[-2]); the last pair is "
-        "trajectory[-1], and its x̂₀, trajectory[-1][1], is the sample": lambda tr: _up(tr[-2][1]),
-        "the wrong tensor upsampled: the second-to-last step's x_t (trajectory[-2][0]); the sample is the last "
-        "step's x̂₀, trajectory[-1][1]": lambda tr: _up(tr[-2][0]),
-        "the sample moved to [0, 1] ((x + 1) / 2): that is the range generate() returns to you, but the SR "
-        "network reads its low-res channel in [-1, 1], as in training": lambda tr: _up((tr[-1][1] + 1) / 2),
-        "the sample mapped from [0, 1] to [-1, 1] again (2x − 1): the trajectory's x̂₀ is already in [-1, 1]":
-            lambda tr: _up(2 * tr[-1][1] - 1),
-        "nearest-neighbour upsampling: the SR stage was trained on bilinear upsampling (mode='bilinear', "
-        "align_corners=False), and blocky inputs are not what it learned to sharpen":
-            lambda tr: _up(tr[-1][1], "nearest"),
-        "bicubic upsampling: the SR stage was trained on bilinear (mode='bilinear', align_corners=False)":
-            lambda tr: _up(tr[-1][1], "bicubic"),
-        "align_corners=True: the SR stage was trained with align_corners=False, which puts the pixel centres "
-        "elsewhere": lambda tr: _up(tr[-1][1], align_corners=True),
-    }
+    mistakes = [
+        Mistake("last-x-t", "the wrong tensor upsampled: the last step's x_t, the noisy image that step started "
+                "from; the sample is that step's x̂₀, trajectory[-1][1]", lambda tr: _up(tr[-1][0])),
+        Mistake("first-x0", "the wrong tensor upsampled: the first step's x̂₀, the model's guess from pure noise; "
+                "the sample is the last step's, trajectory[-1][1]", lambda tr: _up(tr[0][1])),
+        Mistake("second-to-last-x0", "the wrong tensor upsampled: the second-to-last step's x̂₀ (trajectory[-2]); "
+                "the last pair is trajectory[-1], and its x̂₀, trajectory[-1][1], is the sample",
+                lambda tr: _up(tr[-2][1])),
+        Mistake("second-to-last-x-t", "the wrong tensor upsampled: the second-to-last step's x_t "
+                "(trajectory[-2][0]); the sample is the last step's x̂₀, trajectory[-1][1]",
+                lambda tr: _up(tr[-2][0])),
+        Mistake("moved-to-0-1", "the sample moved to [0, 1] ((x + 1) / 2): that is the range generate() returns to "
+                "you, but the SR network reads its low-res channel in [-1, 1], as in training",
+                lambda tr: _up((tr[-1][1] + 1) / 2)),
+        Mistake("mapped-twice", "the sample mapped from [0, 1] to [-1, 1] again (2x − 1): the trajectory's x̂₀ is "
+                "already in [-1, 1]", lambda tr: _up(2 * tr[-1][1] - 1)),
+        Mistake("nearest-upsampling", "nearest-neighbour upsampling: the SR stage was trained on bilinear upsampling "
+                "(mode='bilinear', align_corners=False), and blocky inputs are not what it learned to sharpen",
+                lambda tr: _up(tr[-1][1], "nearest")),
+        Mistake("bicubic-upsampling", "bicubic upsampling: the SR stage was trained on bilinear (mode='bilinear', "
+                "align_corners=False)", lambda tr: _up(tr[-1][1], "bicubic")),
+        Mistake("align-corners", "align_corners=True: the SR stage was trained with align_corners=False, which puts "
+                "the pixel centres elsewhere", lambda tr: _up(tr[-1][1], align_corners=True)),
+    ]
 
-    def on_error(error: BaseException, args: tuple) -> str | None:
+    def on_error(error: BaseException, args: tuple) -> Mistake | None:
         if "tuple" in str(error) or "list" in str(error):
-            return "trajectory is a list of (x_t, x̂₀) pairs: trajectory[-1] is the last pair, trajectory[-1][1] its x̂₀"
+            return Mistake("trajectory-pairs", "trajectory is a list of (x_t, x̂₀) pairs: trajectory[-1] is the last "
+                           "pair, trajectory[-1][1] its x̂₀")
         return None
 
     ok = compare("hand_off", learner, hand_off, _hand_off_cases(), mistakes, on_error=on_error,
                  arg_names=("trajectory",))
     return settle("hand_off", learner, hand_off, ok)
+
+
+EXERCISES = (Exercise("noise_augment", "my_noise_augment", check_noise_augment),
+             Exercise("hand_off", "my_hand_off", check_hand_off))

@@ -1,5 +1,5 @@
-"""The exercise checks' common machinery: run a learner's function beside the reference, print one verdict, and
-remember whose code the notebook goes on with.
+"""The exercise checks' common machinery: run a learner's function beside the reference, print one verdict, record
+it, and remember whose code the notebook goes on with.
 
 - `compare` checks a deterministic function on fixed cases: every element it returns, on the inputs' device and
   with the reference's dtype (always for floating point: a float64 result would break a later matrix product;
@@ -11,9 +11,11 @@ remember whose code the notebook goes on with.
 - `draws_match` checks a random function by its distribution, not by the reference's exact draws: a correct
   sampler passes with probability at least 1 − 1e-7 however it consumes the random numbers; `generator_use`
   says separately whether a seeded generator reproduces the draws.
-- `verdict` prints ✅ (right), ❌ (wrong) or ➖ (not attempted: a neutral mark), `settle` returns the function to
-  go on with, and `whose(fn)` lets a later cell say whose code ran ("your my_attention" or "the reference
-  attention (yours did not pass its check)").
+- `verdict` prints ✅ (right), ❌ (wrong) or ➖ (not attempted: a neutral mark) and records a `Verdict` (status,
+  the named mistake's stable id and sentence, the message), which `last_verdict` returns: the grader
+  (`python -m imagen_tutorial grade`) reads these, never the printed line. `settle` returns the function to go on
+  with, and `whose(fn)` lets a later cell say whose code ran ("your my_attention" or "the reference attention
+  (yours did not pass its check)").
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,22 +36,94 @@ from torch import Tensor
 
 PASS, WRONG, NOT_ATTEMPTED, NOTE = "✅", "❌", "➖", "ℹ️"
 REFERENCE = "continuing with the reference implementation"
+# A check gives the first three; the grader adds the others (no function of that name, the learner's code killed
+# the kernel or raised outside a check, it ran out of time).
+STATUSES = ("passed", "failed", "not attempted", "missing", "crashed", "timed out")
 
-_last: dict[str, str] = {}  # check name -> "passed" | "wrong" | "not attempted" | "reference given"
+
+class Mistake(NamedTuple):
+    """A mistake a check recognises: a stable `id` (kebab-case; the grader ranks a class's mistakes by it), the
+    `text` the learner reads, and for a mistake the check can reproduce, its `forms`: one function, or several,
+    that make it (called like the reference). Symptom and hint functions return a Mistake without forms."""
+
+    id: str
+    text: str
+    forms: Callable | Sequence[Callable] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one check concluded about one exercise. `message` is what the learner read after "<name>: "."""
+
+    exercise: str
+    status: str  # one of STATUSES
+    message: str
+    mistake_id: str | None = None
+    mistake: str | None = None  # the named mistake's sentence
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"verdict status {self.status!r} is not one of {', '.join(STATUSES)}")
+
+    @property
+    def line(self) -> str:
+        """The line the notebook printed."""
+        if self.mistake_id in ("package-function", "reference-given"):  # a note, printed by reference_given
+            return f"{NOTE} {self.exercise}: {self.message}"
+        mark = {"passed": PASS, "not attempted": NOT_ATTEMPTED}.get(self.status, WRONG)
+        return f"{mark} {self.exercise}: {self.message}" + ("" if self.status == "passed" else f" — {REFERENCE}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of a chapter as the grader sees it: the name its check gives its verdict ("attention"), the
+    notebook's name for the learner's function or class ("my_attention"), and the check."""
+
+    name: str
+    learner: str
+    check: Callable
+
+
+_verdicts: dict[str, Verdict] = {}  # check name -> its latest verdict in this session
 _fallbacks: dict[int, tuple[object, str, str]] = {}  # id(reference handed back) -> (it, check name, why it runs)
 
 
 # ---------------------------------------------------------------- verdicts and whose code runs
-def verdict(name: str, ok: bool, message: str, attempted: bool = True) -> bool:
-    """Print one verdict line, ✅ / ❌ / ➖ (not attempted), and return ok."""
-    mark = PASS if ok else WRONG if attempted else NOT_ATTEMPTED
-    print(f"{mark} {name}: {message}" + ("" if ok else f" — {REFERENCE}"))
-    _last[name] = "passed" if ok else "wrong" if attempted else "not attempted"
+def record(v: Verdict) -> Verdict:
+    _verdicts[v.exercise] = v
+    return v
+
+
+def last_verdict(name: str) -> Verdict | None:
+    """The latest verdict of the check called `name` ("attention", "q_sample", ...) in this session."""
+    return _verdicts.get(name)
+
+
+def verdict(name: str, ok: bool, message: str, attempted: bool = True, *, mistake: Mistake | None = None,
+            status: str | None = None) -> bool:
+    """Print one verdict line, ✅ / ❌ / ➖ (not attempted), record it, and return ok. `status` refines a ❌
+    ("crashed": the learner's code raised)."""
+    status = status or ("passed" if ok else "failed" if attempted else "not attempted")
+    v = record(Verdict(name, status, message, *((mistake.id, mistake.text) if mistake else (None, None))))
+    print(v.line)
     return ok
 
 
-def fail(name: str, message: str) -> bool:
-    return verdict(name, False, message)
+def fail(name: str, problem: str | Mistake, *, mistake: Mistake | None = None, status: str = "failed") -> bool:
+    """❌ with `problem` as the message; a `Mistake` problem is also the named mistake."""
+    if isinstance(problem, Mistake):
+        problem, mistake = problem.text, mistake or problem
+    return verdict(name, False, problem, mistake=mistake, status=status)
+
+
+def crashed(name: str, error: BaseException, hint: str | Mistake | None = None, where: str = "") -> bool:
+    """❌ for a learner's code that raised: the error, where, and the hint (a named mistake when it is one)."""
+    text = hint.text if isinstance(hint, Mistake) else hint
+    return verdict(name, False, f"raised {error_text(error)}{where}" + (f"; {text}" if text else ""),
+                   mistake=hint if isinstance(hint, Mistake) else None, status="crashed")
 
 
 def not_attempted(name: str) -> bool:
@@ -71,10 +146,17 @@ def settle(name: str, learner, reference, ok: bool):
     `whose` can tell later cells that the reference ran and why."""
     if ok and learner is not None:
         return learner
-    status = _last.get(name, "wrong")
+    status = _why_reference(last_verdict(name))
     if not (status == "reference given" and id(reference) in _fallbacks):  # keep why it first fell back
         _fallbacks[id(reference)] = (reference, name, status)  # holding it keeps its id unique
     return reference
+
+
+def _why_reference(v: Verdict | None) -> str:
+    """Why the reference runs instead of the learner's function: "not attempted", "reference given" or "wrong"."""
+    if v is not None and v.mistake_id in ("package-function", "reference-given"):
+        return "reference given"
+    return "not attempted" if v is not None and v.status == "not attempted" else "wrong"
 
 
 def whose(fn, yours: str | None = None) -> str:
@@ -101,14 +183,17 @@ def reference_given(name: str, learner, reference) -> bool:
     the reference, so re-running only the check cell would otherwise report a false ✅."""
     if learner is not None and learner is reference:
         handed_back = _fallbacks.get(id(reference), (None, None, "reference given"))[2] != "reference given"
-        if handed_back:
-            print(f"{NOTE} {name}: this is the reference implementation, not yours (an earlier check rebound the "
-                  f"name) — re-run the cell with your code, then this check")
+        if handed_back:  # nothing of the learner's was checked: not attempted, as far as this check can tell
+            message = ("this is the reference implementation, not yours (an earlier check rebound the name) — re-run "
+                       "the cell with your code, then this check")
+            v = Verdict(name, "not attempted", message, "reference-given", "the check was handed the reference")
         else:  # no check handed it out: the learner assigned the package's function
-            print(f"{NOTE} {name}: this is the reference implementation, not yours: the name points to the "
-                  f"package's own {_qualified(reference)} — write the function yourself in the exercise cell (the "
-                  f"check compares yours with this one), then run this check")
-        _last[name] = "reference given"
+            message = (f"this is the reference implementation, not yours: the name points to the package's own "
+                       f"{_qualified(reference)} — write the function yourself in the exercise cell (the check "
+                       f"compares yours with this one), then run this check")
+            v = Verdict(name, "failed", message, "package-function", "the package's own function handed in as yours")
+        print(f"{NOTE} {name}: {message}")
+        record(v)
         _fallbacks.setdefault(id(reference), (reference, name, "reference given"))
         return True
     return False
@@ -178,12 +263,14 @@ def _unchanged(before, after) -> bool:
         return False
 
 
-def _writes_into(name: str, before) -> str:
+def _writes_into(name: str, before) -> Mistake:
     if isinstance(before, Tensor):
-        return (f"it writes into its input {name} (the caller's tensor changes, so later cells would see corrupted "
-                f"data): build a new tensor instead (torch.cat, or start from a .clone())")
-    return (f"it writes into its input {name} (an entry replaced, added or removed, or a tensor in it changed in "
-            f"place, so later cells would see corrupted data): read from it, and build new tensors")
+        return Mistake("writes-into-input", f"it writes into its input {name} (the caller's tensor changes, so later "
+                       f"cells would see corrupted data): build a new tensor instead (torch.cat, or start from a "
+                       f".clone())")
+    return Mistake("writes-into-input", f"it writes into its input {name} (an entry replaced, added or removed, or a "
+                   f"tensor in it changed in place, so later cells would see corrupted data): read from it, and build "
+                   f"new tensors")
 
 
 def _param_names(fn) -> list[str]:
@@ -248,25 +335,28 @@ def failing_line(error: BaseException) -> str:
     return line
 
 
-def pytorch_hint(error: BaseException) -> str | None:
+def pytorch_hint(error: BaseException) -> Mistake | None:
     """What to do about PyTorch errors that learners meet in every chapter."""
     text = f"{error} {getattr(error, 'warned', '')}"
     if "x.T" in text or "to reverse their shape" in text:
-        return "`.T` reverses every axis of a tensor with batch axes: swap the last two with .transpose(-2, -1)"
+        return Mistake("dot-t-on-a-batch", "`.T` reverses every axis of a tensor with batch axes: swap the last two "
+                       "with .transpose(-2, -1)")
     if "probability tensor contains" in text:
-        return ("torch.multinomial takes probabilities (finite, ≥ 0): apply .softmax(-1) to the logits first, and "
-                "never divide by a temperature of 0")
+        return Mistake("multinomial-on-logits", "torch.multinomial takes probabilities (finite, ≥ 0): apply "
+                       ".softmax(-1) to the logits first, and never divide by a temperature of 0")
     if "masked_fill" in text and "bool" in text.lower():
-        return "masked_fill needs a bool mask (True where to fill)"
+        return Mistake("masked-fill-needs-bool", "masked_fill needs a bool mask (True where to fill)")
     if "Expected target size" in text or ("cross_entropy" in text.lower() and "size" in text):
-        return ("F.cross_entropy wants the class axis second: logits (B, levels, T), targets (B, T) — pass "
-                "logits.transpose(1, 2), with reduction='none' to keep one loss per pixel")
+        return Mistake("cross-entropy-class-axis", "F.cross_entropy wants the class axis second: logits (B, levels, "
+                       "T), targets (B, T) — pass logits.transpose(1, 2), with reduction='none' to keep one loss per "
+                       "pixel")
     if "converted to Scalar" in text or "converted to Python scalars" in text:
-        return ("`.item()`, float() and int() take a tensor of one number, and this one holds one value per image "
-                "(shape [B]): keep it a tensor, reshaped to [B, 1, 1, 1] (.view(-1, 1, 1, 1)), so that each image "
-                "gets its own")
+        return Mistake("item-on-a-batch", "`.item()`, float() and int() take a tensor of one number, and this one "
+                       "holds one value per image (shape [B]): keep it a tensor, reshaped to [B, 1, 1, 1] "
+                       "(.view(-1, 1, 1, 1)), so that each image gets its own")
     if "must match the size of tensor" in text or "shapes cannot be multiplied" in text:
-        return "a shape mismatch: print the shapes of the tensors in the failing line and compare with the exercise"
+        return Mistake("shape-mismatch", "a shape mismatch: print the shapes of the tensors in the failing line and "
+                       "compare with the exercise")
     return None
 
 
@@ -274,72 +364,79 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def unusable(out: Tensor, device: torch.device | str = "cpu", label: str = "") -> str | None:
+def unusable(out: Tensor, device: torch.device | str = "cpu", label: str = "") -> Mistake | None:
     """What makes a returned tensor unusable whatever its values, or None: it lives on another device than the
     inputs, or holds complex numbers. (Checks that read a learner's values, e.g. `.min()`, ask this first.)"""
     as_label = f" as {label}" if label else ""
     if out.device != torch.device(device):
-        return (f"returned a tensor{as_label} on the {out.device} device, but the inputs are on {device}: make new "
-                f"tensors on the inputs' device (device=x.device, torch.zeros_like(x), or .to(x.device))")
+        return Mistake("wrong-device", f"returned a tensor{as_label} on the {out.device} device, but the inputs are "
+                       f"on {device}: make new tensors on the inputs' device (device=x.device, torch.zeros_like(x), "
+                       f"or .to(x.device))")
     if out.is_complex():
-        return f"returned {out.dtype}{as_label}: complex numbers; the rest of the notebook works with real tensors"
+        return Mistake("complex-result", f"returned {out.dtype}{as_label}: complex numbers; the rest of the "
+                       f"notebook works with real tensors")
     return None
 
 
-def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: float) -> str | None:
+def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: float) -> Mistake | str | None:
     """What is wrong with one returned element (None if nothing): its type, device, shape, dtype, then values."""
     as_label = f" as {label}" if label else ""
     if not isinstance(g, Tensor):
         what = "None (is a `return` missing?)" if g is None else type(g).__name__
         numpy = " (torch.from_numpy(a).float() turns a numpy array into one)" if type(g).__name__ == "ndarray" else ""
-        return f"returned {what}{as_label}, expected a tensor of shape {tuple(e.shape)}{numpy}"
+        return Mistake("no-return" if g is None else "not-a-tensor",
+                       f"returned {what}{as_label}, expected a tensor of shape {tuple(e.shape)}{numpy}")
     elsewhere = unusable(g, e.device, label)
     if elsewhere and g.device != e.device:
         return elsewhere
     if g.shape != e.shape:
-        return f"returned {tuple(g.shape)}{as_label}, expected shape {tuple(e.shape)}"
+        return Mistake("wrong-shape", f"returned {tuple(g.shape)}{as_label}, expected shape {tuple(e.shape)}")
     if g.dtype != e.dtype and _dtype_counts(e, dtype):
         if e.is_floating_point() and g.is_floating_point():
             cast = {torch.float32: "`.float()`", torch.float64: "`.double()`"}.get(e.dtype, f"`.to({e.dtype})`")
             why = " (numpy and .double() compute in float64)" if g.dtype == torch.float64 else ""
-            return (f"returned {_dtype_name(g.dtype)}{as_label}; the rest of the notebook works in "
-                    f"{_dtype_name(e.dtype)} — cast back with {cast}{why}")
-        return f"returned {g.dtype}{as_label}, expected {e.dtype}"
+            return Mistake("wrong-dtype", f"returned {_dtype_name(g.dtype)}{as_label}; the rest of the notebook "
+                           f"works in {_dtype_name(e.dtype)} — cast back with {cast}{why}")
+        return Mistake("wrong-dtype", f"returned {g.dtype}{as_label}, expected {e.dtype}")
     if _close(g, e, atol, rtol):
         return None
     gd, ed = g.double(), e.double()
     if (~gd.isfinite() & ed.isfinite()).any():
         bad = gd[~gd.isfinite() & ed.isfinite()][0].item()
-        return f"{label or 'the output'} holds {bad} where the reference has finite numbers"
+        return Mistake("not-finite", f"{label or 'the output'} holds {bad} where the reference has finite numbers")
     worst = (gd - ed).abs().nan_to_num(nan=float("inf")).max().item()
     subject = (f"the {label} differ" + ("" if label.endswith("s") else "s")) if label else "values differ"
     return f"{subject} from the reference (max difference {worst:.3g})"
 
 
 def _describe_difference(got: tuple, expected: tuple, outputs: Sequence[str] | None, dtype: bool, atol: float,
-                         rtol: float) -> str:
+                         rtol: float) -> Mistake | str:
     if len(got) != len(expected):
         wanted = f"a tuple ({', '.join(outputs)})" if outputs else f"{len(expected)} values"
         if len(expected) == 1:
-            return f"returned a tuple of {len(got)}, expected one tensor"
-        return f"returned {'one value' if len(got) == 1 else f'a tuple of {len(got)}'}, expected {wanted}"
-    wrong, right = [], []
+            return Mistake("tuple-instead-of-tensor", f"returned a tuple of {len(got)}, expected one tensor")
+        return Mistake("wrong-number-of-outputs", "returned "
+                       f"{'one value' if len(got) == 1 else f'a tuple of {len(got)}'}, expected {wanted}")
+    wrong, right, named = [], [], None
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         label = outputs[i] if outputs else (f"element {i}" if len(expected) > 1 else "")
         try:
             problem = _describe_element(g, e, label, dtype, atol, rtol)
         except Exception:  # something no comparison understands: say what it is
-            problem = f"returned {type(g).__name__}{f' as {label}' if label else ''}, which cannot be compared"
+            problem = Mistake("not-a-tensor", f"returned {type(g).__name__}{f' as {label}' if label else ''}, "
+                              f"which cannot be compared")
+        text = problem.text if isinstance(problem, Mistake) else problem
         if problem is None:
             right.append(label)
-        elif problem.startswith("returned"):  # a wrong type, device, shape or dtype says it all
+        elif text.startswith("returned"):  # a wrong type, device, shape or dtype says it all
             return problem
         else:
-            wrong.append(problem)
+            wrong.append(text)
+            named = named or (problem if isinstance(problem, Mistake) else None)
     message = "; ".join(wrong)
     if right and any(right):
         message += f" (the {' and '.join(r for r in right if r)} {'is' if len(right) == 1 else 'are'} right)"
-    return message
+    return Mistake(named.id, message) if named else message
 
 
 # ---------------------------------------------------------------- what a check saw, and probes that read it
@@ -388,14 +485,14 @@ class Outcome:
         return rows
 
 
-Probe = Callable[[Outcome], "str | None"]
+Probe = Callable[[Outcome], "Mistake | str | None"]
 
 
 def ignores(arg: str) -> Probe:
     """A probe for a learner that ignores its noise argument `arg` (draws its own with torch.randn_like, or leaves
     it out): called twice from the same random state with different `arg`, it returns the same output, while the
     reference's changes."""
-    def probe(run: Outcome) -> str | None:
+    def probe(run: Outcome) -> Mistake | None:
         k = run.index(arg)
         g = torch.Generator().manual_seed(LEARNER_SEED + 1)
         for args in run.cases:
@@ -405,9 +502,10 @@ def ignores(arg: str) -> Probe:
                 continue  # this case cannot tell
             if not run.same(run.call(run.learner, args), run.call(run.learner, other)):
                 return None
-            return (f"it ignores `{arg}`: its output stays the same when `{arg}` changes, so it draws its own noise "
-                    f"(torch.randn_like inside?) or leaves `{arg}` out — use the `{arg}` it is given: the caller "
-                    f"decides the noise (the sampler reuses it, and a seed reproduces it)")
+            return Mistake(f"ignores-{arg}", f"it ignores `{arg}`: its output stays the same when `{arg}` changes, "
+                           f"so it draws its own noise (torch.randn_like inside?) or leaves `{arg}` out — use the "
+                           f"`{arg}` it is given: the caller decides the noise (the sampler reuses it, and a seed "
+                           f"reproduces it)")
         return None
     return probe
 
@@ -437,12 +535,13 @@ def per_image(*args: str) -> Probe:
         return all(run.same(got, run.call(run.reference, uniform(case)))
                    for case, got in zip(run.cases, run.got, strict=True))
 
-    def probe(run: Outcome) -> str | None:
+    def probe(run: Outcome) -> Mistake | None:
         for subset in [[a] for a in args] + ([list(args)] if len(args) > 1 else []):
             for (whose, code, note), pick in picks.items():
                 if one_value(run, subset, pick):
                     codes = " and ".join(code.format(a=a) for a in subset)
-                    return f"one {_labels(subset, 'and one')} for the whole batch, {whose}, {codes}{note}: {advice}"
+                    return Mistake("one-value-per-batch", f"one {_labels(subset, 'and one')} for the whole batch, "
+                                   f"{whose}, {codes}{note}: {advice}")
         ks = [run.index(a) for a in args]
         wrong_somewhere = False
         for i, case in enumerate(run.cases):
@@ -453,16 +552,18 @@ def per_image(*args: str) -> Probe:
             wrong_somewhere |= not bool(rows.all())
         if not wrong_somewhere:
             return None
-        return (f"one value of {_labels(args, 'or')} for the whole batch: the first image is right, and so is every "
-                f"image with the same {_labels(args, 'and')}, but the others are wrong — {advice}")
+        return Mistake("one-value-per-batch", f"one value of {_labels(args, 'or')} for the whole batch: the first "
+                       f"image is right, and so is every image with the same {_labels(args, 'and')}, but the others "
+                       f"are wrong — {advice}")
     return probe
 
 
 def end_points(messages: dict[str, dict[float, str]]) -> Probe:
     """A probe for an answer that is right except at the end points of a per-image argument: `messages` maps an
     argument's name to {end value: why an answer typically breaks there}. It names the end points where the
-    learner is wrong when every wrong image sits at one of them."""
-    def probe(run: Outcome) -> str | None:
+    learner is wrong when every wrong image sits at one of them (named `wrong-at-<argument>-<value>` after the
+    first such end point, e.g. `wrong-at-t-1`)."""
+    def probe(run: Outcome) -> Mistake | None:
         hits: dict[tuple[str, float], bool] = {}  # (argument, value) -> the output is NaN or inf there
         for i, case in enumerate(run.cases):
             columns = {a: case[run.index(a)].reshape(-1) for a in messages}
@@ -477,8 +578,12 @@ def end_points(messages: dict[str, dict[float, str]]) -> Probe:
                 finite = all(bool(g[row].isfinite().all()) for g in run.got[i] if isinstance(g, Tensor))
                 for key in at:
                     hits[key] = hits.get(key, False) or not finite
-        return "; ".join(f"wrong only for the images at {a} = {v:g}" + (" (NaN or inf there)" if nan else "")
-                         + f": {messages[a][v]}" for (a, v), nan in hits.items()) or None
+        if not hits:
+            return None
+        a, v = next(iter(hits))
+        return Mistake(f"wrong-at-{a}-{v:g}", "; ".join(
+            f"wrong only for the images at {a} = {v:g}" + (" (NaN or inf there)" if nan else "")
+            + f": {messages[a][v]}" for (a, v), nan in hits.items()))
     return probe
 
 
@@ -495,28 +600,29 @@ def _safely(fn: Callable | None, *args):
 
 
 def compare(name: str, learner: Callable | None, reference: Callable, cases: list[tuple],
-            mistakes: dict[str, Callable | Sequence[Callable]] | None = None, atol: float = 1e-5, *,
+            mistakes: Sequence[Mistake] = (), atol: float = 1e-5, *,
             rtol: float = 1e-4, outputs: Sequence[str] | None = None, dtype: bool = False,
-            on_error: Callable[[BaseException, tuple], str | None] | None = None,
-            diagnose: Callable[[tuple, tuple, tuple], str | None] | None = None,
+            on_error: Callable[[BaseException, tuple], Mistake | str | None] | None = None,
+            diagnose: Callable[[tuple, tuple, tuple], Mistake | str | None] | None = None,
             arg_names: Sequence[str] | None = None, probes: Sequence[Probe] = ()) -> bool:
-    """Run learner(*args) and reference(*args) on each case (a tuple of arguments), print a verdict and return
-    True if the learner matches on every case.
+    """Run learner(*args) and reference(*args) on each case (a tuple of arguments), print and record a verdict, and
+    return True if the learner matches on every case.
 
     Every element of a returned tuple is compared (`outputs` names them, e.g. ("output", "weights")), on the
     reference's device; a floating-point element must have the reference's dtype, and with `dtype=True` integer
     and bool ones too (masks, levels). The learner runs on copies of the arguments (writing into them is a
     failure), from a fixed global random state that the notebook's is restored from afterwards. When it is wrong,
-    the message is the first of: a wrong device; a mistake that reproduces its outputs on all cases (a mistake may
-    have several forms, a list of functions); the first of the `probes` that names a symptom (`ignores`,
+    the message is the first of: a wrong device; one of the `mistakes` whose forms reproduce its outputs on all
+    cases; the first of the `probes` that names a symptom (`ignores`,
     `end_points`, `per_image`); `diagnose(got, expected, args)` on the first failing case; what differs there.
-    An exception gets `on_error(error, args)` or a general PyTorch hint."""
+    An exception gets `on_error(error, args)` or a general PyTorch hint (the verdict's status is then "crashed").
+    Hooks and probes return a `Mistake` (a named symptom) or a plain message."""
     if learner is None:
         return not_attempted(name)
     if reference_given(name, learner, reference):
         return False
     with one_thread():
-        return _compare(name, learner, reference, cases, mistakes or {}, atol, rtol, outputs, dtype, on_error,
+        return _compare(name, learner, reference, cases, mistakes, atol, rtol, outputs, dtype, on_error,
                         diagnose, list(arg_names or _param_names(learner)), probes)
 
 
@@ -540,9 +646,8 @@ def _compare(name, learner, reference, cases, mistakes, atol, rtol, outputs, dty
             mistake = _named_mistake(mistakes, cases[:done], got_all, expected_all, atol, rtol) \
                 if done and wrong_before else None
             if mistake:
-                return fail(name, f"the output looks like {mistake}")
-            hint = _safely(on_error, error, args) or pytorch_hint(error)
-            return fail(name, f"raised {error_text(error)}" + (f"; {hint}" if hint else ""))
+                return looks_like(name, mistake)
+            return crashed(name, error, _safely(on_error, error, args) or pytorch_hint(error))
         for i, (before, after) in enumerate(zip(args, copies, strict=True)):
             if not _unchanged(before, after):
                 return fail(name, _writes_into(f"`{names[i]}`" if i < len(names) else f"number {i + 1}", before))
@@ -553,10 +658,17 @@ def _compare(name, learner, reference, cases, mistakes, atol, rtol, outputs, dty
     if bad is None:
         return verdict(name, True, f"matches the reference on {len(cases)} cases")
     run = Outcome(learner, reference, cases, got_all, expected_all, _param_names(reference), atol, rtol)
-    return fail(name, _explain(run, bad, mistakes, probes, diagnose, outputs, dtype))
+    problem = _explain(run, bad, mistakes, probes, diagnose, outputs, dtype)
+    return looks_like(name, problem) if problem in mistakes else fail(name, problem)
 
 
-def _explain(run: Outcome, bad: int, mistakes: dict, probes: Sequence[Probe], diagnose, outputs, dtype) -> str:
+def looks_like(name: str, mistake: Mistake, what: str = "the output") -> bool:
+    """❌ "<what> looks like <the mistake>": a known mistake reproduced the learner's results."""
+    return fail(name, f"{what} {'look' if what.endswith('s') else 'looks'} like {mistake.text}", mistake=mistake)
+
+
+def _explain(run: Outcome, bad: int, mistakes: Sequence[Mistake], probes: Sequence[Probe], diagnose, outputs,
+             dtype) -> Mistake | str:
     """Why the learner's outputs are wrong, from the most specific reason to the most general."""
     got, expected, args = run.got[bad], run.expected[bad], run.cases[bad]
     for got_i, expected_i in zip(run.got, run.expected, strict=True):
@@ -567,7 +679,7 @@ def _explain(run: Outcome, bad: int, mistakes: dict, probes: Sequence[Probe], di
     if not all(_values_match(g, e, run.atol, run.rtol) for g, e in zip(run.got, run.expected, strict=True)):
         mistake = _named_mistake(mistakes, run.cases, run.got, run.expected, run.atol, run.rtol)
         if mistake:
-            return f"the output looks like {mistake}"
+            return mistake
         for probe in probes:  # only a dtype wrong: no mistake and no probe (they compare values)
             message = _safely(probe, run)
             if message:
@@ -576,16 +688,21 @@ def _explain(run: Outcome, bad: int, mistakes: dict, probes: Sequence[Probe], di
                                                                           run.rtol)
 
 
-def _named_mistake(mistakes: dict, cases: list[tuple], got_all: list[tuple], expected_all: list[tuple], atol: float,
-                   rtol: float) -> str | None:
+def _named_mistake(mistakes: Sequence[Mistake], cases: list[tuple], got_all: list[tuple], expected_all: list[tuple],
+                   atol: float, rtol: float) -> Mistake | None:
     """The first mistake one of whose forms reproduces the learner's outputs on every case, and not the reference's
     (a mistake that coincides with the right answer on every case is never named)."""
-    for mistake, forms in mistakes.items():
-        for wrong in forms if isinstance(forms, (list, tuple)) else (forms,):
+    for mistake in mistakes:
+        for wrong in forms_of(mistake):
             if _matches_everywhere(wrong, cases, got_all, atol, rtol) and \
                     not _matches_everywhere(wrong, cases, expected_all[:len(cases)], atol, rtol):
                 return mistake
     return None
+
+
+def forms_of(mistake: Mistake) -> Sequence[Callable]:
+    """The functions that make a mistake (`Mistake.forms` is one function or several)."""
+    return mistake.forms if isinstance(mistake.forms, (list, tuple)) else (mistake.forms,)
 
 
 def _matches_everywhere(wrong: Callable, cases: list[tuple], got_all: list[tuple], atol: float, rtol: float) -> bool:
