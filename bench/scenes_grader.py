@@ -15,33 +15,19 @@ import json
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from imagen_tutorial import load_pretrained
-from imagen_tutorial.captions import Garment
-from imagen_tutorial.data import load_fashion_mnist, to_float
-from imagen_tutorial.grader import ceiling, detect, evaluation_set
+from imagen_tutorial.grader import ceiling, detect, evaluation_set, garment_variants
 from imagen_tutorial.metrics import judge_logits
-from imagen_tutorial.scenes import dress
 
 
 def detector_rates(classifier, n: int) -> dict:
-    images, labels = load_fashion_mnist("test")
-    images, labels = images[:n], labels[:n]
     rows = {}
-    for dark in (False, True):
-        for small in (False, True):
-            x = to_float(torch.stack([dress(img, Garment(0, dark, small)) for img in images]))
-            for size in (28, 14):
-                y = x if size == 28 else F.interpolate(F.interpolate(x, size=14, mode="area"), size=28,
-                                                       mode="bilinear", align_corners=False)
-                empty, is_dark, is_small = detect(y[:, 0])
-                name = f"{'dark ' * dark}{'small ' * small}{'full ' * (not dark and not small)}at {size}".strip()
-                rows[name] = {"not empty": (~empty).float().mean().item(),
-                              "dark right": (is_dark == dark).float().mean().item(),
-                              "small right": (is_small == small).float().mean().item(),
-                              "class right": (judge_logits(classifier, y).argmax(1) == labels).float().mean().item()}
+    for name, dark, small, x, labels in garment_variants(n):
+        empty, is_dark, is_small = detect(x[:, 0])
+        rows[name] = {"not empty": (~empty).float().mean().item(),
+                      "dark right": (is_dark == dark).float().mean().item(),
+                      "small right": (is_small == small).float().mean().item(),
+                      "class right": (judge_logits(classifier, x).argmax(1) == labels).float().mean().item()}
     return rows
 
 

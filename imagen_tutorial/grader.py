@@ -215,8 +215,7 @@ def slot_variants(images: Tensor, generator: torch.Generator | None = None) -> T
     dark, small, coarse = (torch.rand(3, n, generator=generator) < torch.tensor([[0.35], [0.35], [0.5]])).tolist()
     out = torch.stack([dress(img, Garment(0, d, s)) for img, d, s in zip(images, dark, small, strict=True)])
     x = to_float(out)
-    down_up = F.interpolate(F.interpolate(x, size=14, mode="area"), size=SLOT, mode="bilinear", align_corners=False)
-    x = torch.where(torch.tensor(coarse)[:, None, None, None], down_up, x)
+    x = torch.where(torch.tensor(coarse)[:, None, None, None], through_base(x), x)
     return (x[:, 0] * 255).round().to(torch.uint8)
 
 
@@ -249,18 +248,26 @@ def train_slot_classifier(epochs: int = 8, batch_size: int = 128, lr: float = 2e
                         "test_accuracy": slot_accuracy(classifier)}
 
 
-def slot_accuracy(classifier: Judge, n: int = 10_000) -> dict:
-    """Test accuracy of the slot classifier on the first `n` test garments in each variant."""
+def through_base(x: Tensor) -> Tensor:
+    """Float slots [N, 1, 28, 28] as the base stage sees them: area-downsampled to 14×14, upsampled bilinearly."""
+    return F.interpolate(F.interpolate(x, size=14, mode="area"), size=SLOT, mode="bilinear", align_corners=False)
+
+
+def garment_variants(n: int):
+    """The first `n` test garments in every variant, for measuring the grader: yields (name, dark, small, float
+    slots [n, 1, 28, 28], labels [n]) for full, small, dark and dark small garments, at 28 and through 14×14."""
     test, labels = load_fashion_mnist("test")
     test, labels = test[:n], labels[:n]
-    report = {}
     for dark in (False, True):
         for small in (False, True):
             x = to_float(torch.stack([dress(img, Garment(0, dark, small)) for img in test]))
-            for res in (SLOT, 14):
-                y = x if res == SLOT else F.interpolate(F.interpolate(x, size=14, mode="area"), size=SLOT,
-                                                        mode="bilinear", align_corners=False)
-                name = f"{'dark ' * dark}{'small ' * small}{'full ' * (not dark and not small)}at {res}".strip()
-                report[name] = (judge_logits(classifier, y).argmax(1) == labels).float().mean().item()
-    return report
+            for size, y in ((SLOT, x), (14, through_base(x))):
+                name = f"{'dark ' * dark}{'small ' * small}{'full ' * (not dark and not small)}at {size}".strip()
+                yield name, dark, small, y, labels
+
+
+def slot_accuracy(classifier: Judge, n: int = 10_000) -> dict:
+    """Test accuracy of the slot classifier on the first `n` test garments in each variant."""
+    return {name: (judge_logits(classifier, x).argmax(1) == labels).float().mean().item()
+            for name, _, _, x, labels in garment_variants(n)}
 
