@@ -198,9 +198,10 @@ def test_the_grader_passes_real_scenes_and_fails_them_swapped(tmp_path):
     from imagen_tutorial import load_pretrained
 
     classifier = load_pretrained("slot_classifier")
-    scenes = evaluation_set(40, seed=3)["position twins"]
+    scenes = evaluation_set(200, seed=3)["position twins"]  # 100 pairs
     images = real_scenes(scenes, seed=3)
-    assert score(grade(images, scenes, classifier), twins=True)["rate"] >= 0.8
+    # bench/scenes_grader.py measured 0.732 on 250 pairs (seed 0); 100 pairs have a standard error of about 0.045
+    assert abs(score(grade(images, scenes, classifier), twins=True)["rate"] - 0.732) < 0.15
     flipped = torch.cat([images[..., SLOT:], images[..., :SLOT]], dim=-1)  # every garment in the other slot
     verdicts = grade(flipped, scenes, classifier)
     assert sum(v.passed for v in verdicts) <= 0.1 * len(verdicts)
