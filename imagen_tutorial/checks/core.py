@@ -1,10 +1,13 @@
 """The exercise checks' common machinery: run a learner's function beside the reference, print one verdict, record
 it, and remember whose code the notebook goes on with.
 
-- `compare` checks a deterministic function on fixed cases: every element it returns (and its dtype where later
-  cells need it), on copies of the inputs (a function that writes into its inputs fails), and names a known
-  mistake only when that mistake gives the learner's outputs on *every* case (a mistake that coincides with the
-  right answer on a tiny case is never named for it).
+- `compare` checks a deterministic function on fixed cases: every element it returns, on the inputs' device and
+  with the reference's dtype (always for floating point: a float64 result would break a later matrix product;
+  for integers and bools where later cells need it), on copies of the inputs (a function that writes into its
+  inputs fails), and names a known mistake only when that mistake gives the learner's outputs on *every* case (a
+  mistake that coincides with the right answer on a tiny case is never named for it). Where no mistake fits,
+  probes name a symptom: `ignores` (the noise argument is ignored), `end_points` (wrong only at t = 0 or 1),
+  `per_image` (one t for the whole batch). Nothing a learner returns makes a check raise.
 - `draws_match` checks a random function by its distribution, not by the reference's exact draws: a correct
   sampler passes with probability at least 1 − 1e-7 however it consumes the random numbers; `generator_use`
   says separately whether a seeded generator reproduces the draws.
