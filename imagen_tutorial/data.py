@@ -85,7 +85,7 @@ def _unpack(data_dir: Path) -> Path:
         target = raw / name
         if target.exists() and _sha256(target) == raw_sha:
             continue
-        tmp = target.with_suffix(".partial")
+        tmp = target.with_suffix(f".partial-{os.getpid()}")  # its own: kernels may unpack at the same time
         with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
         if _sha256(tmp) != raw_sha:

@@ -96,7 +96,7 @@ WRONG = {
                     "weights = scores.softmax(-1)\nreturn weights @ value, weights",  # no-sqrt-d-scale
     "my_causal_mask": "return torch.ones(T, T, dtype=torch.bool).triu()",  # mask-transposed
     "my_shift_right": "return torch.roll(pixels, 1, dims=1)",  # roll
-    "my_bits_per_dim": "nats = F.cross_entropy(logits.transpose(1, 2), targets, reduction='none')\n"
+    "my_bits_per_dim": "nats = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction='none')\n"
                        "return nats.mean(dim=1)",  # nats-not-bits
     "my_q_sample": "alpha, sigma = torch.cos(math.pi * t / 2), torch.sin(math.pi * t / 2)\n"
                    "return alpha.view(-1, 1, 1, 1) * x0 + sigma.view(-1, 1, 1, 1) ** 2 * noise",  # sigma-squared
