@@ -647,6 +647,7 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         cond_len = self.caption_table.size(-1) if hasattr(self, "caption_table") else (
+            self.model_cfg.max_caption_len if self.scenes else  # scene captions are padded to max_caption_len
             (self.model_cfg.cond_image_size // self.model_cfg.patch_size) ** 2
             if self.model_cfg.condition != "none" else 0)
         flops = self.model.flops_per_image(cond_len)  # training FLOPs per image (chapter 05 derives it)
