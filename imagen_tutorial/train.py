@@ -190,8 +190,7 @@ def check_data(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     if scenes_model and (model_cfg.family != "diffusion" or model_cfg.aspect != 2 or model_cfg.condition == "none"):
         raise ValueError(f"data='scenes' trains a caption-reading diffusion model on a two-slot canvas: set family="
                          f"'diffusion', aspect=2 and condition 'caption' or 'caption_lowres' (got "
-                         f"{model_cfg.family!r}, "
-                         f"aspect={model_cfg.aspect}, {model_cfg.condition!r})")
+                         f"{model_cfg.family!r}, aspect={model_cfg.aspect}, {model_cfg.condition!r})")
     if scenes_model and (cfg.hflip or cfg.crop_padding):
         raise ValueError("hflip and crop_padding do not apply to scenes: a flip would swap left and right. Set both "
                          "to 0")
@@ -253,8 +252,8 @@ class Trainer:
         else:
             self.images, self.labels = resize(images, model_cfg.image_size), labels
             self.batches = BatchStream(len(self.images), self.micro_batch, cfg.seed, self.rank, self.world)
-        if model_cfg.condition in ("caption", "caption_lowres") and not self.scenes:  # every caption of every
-            # class, once: [10, V, S]
+        # single garments: every caption of every class, tokenized once: [10, V, S]
+        if model_cfg.condition in ("caption", "caption_lowres") and not self.scenes:
             captions = [all_captions(c) for c in range(len(NOUN_PHRASES))]
             n = max(len(c) for c in captions)
             table = self.model.tokenizer.encode([caps[i % len(caps)] for caps in captions for i in range(n)])
