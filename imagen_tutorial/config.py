@@ -330,6 +330,7 @@ class TrainConfig(_DictMixin):
     eval_images: int = 500  # test images used by the periodic evaluation
     ckpt_every: int = 200  # steps between checkpoints; a final one is always written
     ckpt_minutes: float = 0.0  # also checkpoint whenever this much wall-clock time has passed; 0 = off
+    keep_every: int = 0  # also keep the sampling weights (the EMA if on) every this many steps, for comparisons
     train_images: int = 0  # use only the first N training images (0 = all 60,000)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (0.999 for diffusion); 0 = off
     aug_max: float = 0.5  # diffusion super-resolution: noise augmentation levels drawn from U(0, aug_max)
@@ -363,6 +364,7 @@ class TrainConfig(_DictMixin):
         "eval_images": Spec(int, 1, 10_000, note="the test split has 10,000 images; eval_every=0 turns evaluation off"),
         "ckpt_every": Spec(int, 1, MAX_TRAINING_STEPS, note="a final checkpoint is always written as well"),
         "ckpt_minutes": Spec(float, 0, note="0 = off"),
+        "keep_every": Spec(int, 0, MAX_TRAINING_STEPS, note="OUT/weights_step<N>.pt, fp16; 0 = off"),
         "train_images": Spec(int, 0, 60_000, note="0 = all 60,000"),
         "ema_decay": Spec(float, 0, 1, high_open=True, note="0 turns it off; 0.999 for diffusion"),
         "aug_max": Spec(float, 0, 1),

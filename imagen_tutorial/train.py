@@ -30,6 +30,7 @@ from .checkpoint import (
     build_model,
     check_config,
     check_finite_weights,
+    export_model,
     load_checkpoint,
     model_from_state,
     save_checkpoint,
@@ -453,6 +454,15 @@ class Trainer:
             dist.barrier()
         self.saved_step, self._unsaved_losses = self.step, []
 
+    def keep_weights(self) -> Path:
+        """Write the weights that sample (the EMA if on), fp16 and without the optimizer, to
+        OUT/weights_step<N>.pt: the same run at several steps, for comparisons along training. load_model reads
+        them."""
+        path = self.out / f"weights_step{self.step:06d}.pt"
+        if self.rank == 0:
+            export_model(self.ema or self.model, path, half=True, steps=self.step)
+        return path
+
     def _bad_state(self) -> str | None:
         """What is wrong with the current state (a NaN or inf loss since the last save, or weight), or None."""
         losses = self._unsaved_losses
@@ -708,6 +718,8 @@ class Trainer:
             if self.step % cfg.ckpt_every == 0 or done or save_due:
                 self.save()
                 saved_at = self.elapsed
+            if cfg.keep_every and self.step % cfg.keep_every == 0:
+                self.keep_weights()
             bar.update(1)
             if self._stop_requested:  # Ctrl-C during this step: run() saves it and says how to continue
                 raise KeyboardInterrupt

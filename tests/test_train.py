@@ -100,6 +100,18 @@ def test_resume_continues_exactly(tmp_path, train_slice):
     assert_close(a["optimizer"], b["optimizer"], rtol=0, atol=0)
 
 
+def test_keep_every_keeps_the_ema_weights_at_those_steps(tmp_path, train_slice):
+    cfg = _train_config(keep_every=3, ema_decay=0.9)
+    trainer = Trainer(tiny_config(), cfg, tmp_path, data=train_slice)
+    trainer.run()
+    kept = sorted(p.name for p in tmp_path.glob("weights_step*.pt"))
+    assert kept == ["weights_step000003.pt", "weights_step000006.pt"]
+    last = load_checkpoint(tmp_path / "weights_step000006.pt")
+    assert last["steps"] == 6 and "optimizer" not in last
+    for name, tensor in trainer.ema.state_dict().items():  # the EMA, not the raw weights, stored in fp16
+        assert_close(last["model"][name].float(), tensor.half().float(), rtol=0, atol=0)
+
+
 def test_resume_with_another_model_config_names_the_fields(tmp_path, train_slice):
     trainer = Trainer(tiny_config(), _train_config(), tmp_path, data=train_slice)
     trainer.save()
