@@ -3,11 +3,15 @@
 `attention()` is the formula softmax(Q Kᵀ / √d) V exactly as chapter 01 derives it. `MultiHeadAttention` is the
 layer the model uses: it splits d_model into heads, calls PyTorch's fused `scaled_dot_product_attention`
 (same maths, less memory), and can keep a `KVCache` so that sampling pixel t costs O(t) instead of O(t²).
+`recorded_attention` looks inside a model: the weights the fused kernel never returns.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +100,33 @@ class MultiHeadAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )  # (B, H, T, C/H)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+@contextmanager
+def recorded_attention(layers: Iterable[MultiHeadAttention]) -> Iterator[list[Tensor]]:
+    """Inside the `with`, every call of these layers also appends its attention weights [B, H, T, S] to the list it
+    yields: computed by the written-out `attention` from the layer's own queries, keys and mask (the fused kernel it
+    calls does not return them). Each row sums to 1 over the S keys; masked keys get 0. Not with a KV cache."""
+    recorded: list[Tensor] = []
+
+    def record(layer: MultiHeadAttention, args: tuple, kwargs: dict) -> None:
+        call = inspect.signature(layer.forward).bind(*args, **kwargs).arguments
+        if call.get("cache") is not None:
+            raise ValueError("recorded_attention does not follow a KV cache: run the model without one")
+        x, memory, mask = call["x"], call.get("memory"), call.get("mask")
+        with torch.no_grad():
+            q = layer._heads(layer.query(x))
+            k = layer._heads(layer.key(x if memory is None else memory))
+            if mask is not None and mask.dim() == 2:  # key padding (B, S) -> (B, 1, 1, S), as forward reads it
+                mask = mask[:, None, None, :]
+            if layer.causal and x.size(1) > 1:
+                causal = causal_mask(x.size(1), k.size(2), device=x.device)
+                mask = causal if mask is None else mask & causal
+            recorded.append(attention(q, k, k, mask)[1])  # (B, H, T, S); the values are not needed
+
+    handles = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from . import diffusion
 from .blocks import DecoderBlock
 from .config import ModelConfig, check_sampling_args
-from .encoder import BagOfWords, TextEncoder, drop_captions
+from .encoder import BagOfWords, TextEncoder, drop_captions, mean_pool
 from .model import ImageTransformer, batch_of, check_generator
 from .text import Tokenizer
 
@@ -96,8 +96,7 @@ class Denoiser(nn.Module):
         if not self.reads_caption:
             return None, None, None
         memory, mask = self.encoder(drop_captions(tokens, drop, self.tokenizer.pad_id, self.tokenizer.bos_id))
-        weights = mask.unsqueeze(-1).to(memory.dtype)
-        pooled = (memory * weights).sum(1) / weights.sum(1)  # the mean over real tokens
+        pooled = mean_pool(memory, mask)  # the mean over real tokens
         return (memory, mask, pooled) if self.cross else (None, None, pooled)
 
     def denoise(self, x_t: Tensor, t: Tensor, memory=None, mask=None, pooled=None, lowres=None, aug_level=None):

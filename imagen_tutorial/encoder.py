@@ -60,6 +60,13 @@ class BagOfWords(nn.Module):
         return self.ln(self.token_emb(tokens)), tokens != self.pad_id
 
 
+def mean_pool(memory: Tensor, mask: Tensor) -> Tensor:
+    """The mean of the real tokens' vectors: memory [B, S, d], mask [B, S] (True for real tokens, padding False)
+    -> [B, d]. With `BagOfWords` it is the bag-of-words caption vector; after `TextEncoder`, the pooled one."""
+    weights = mask.unsqueeze(-1).to(memory.dtype)  # (B, S, 1)
+    return (memory * weights).sum(1) / weights.sum(1)
+
+
 class ImageEncoder(nn.Module):
     """Float image [B, 1, s, s] in [0, 1] -> memory [B, (s/p)², d]: one token per p×p patch."""
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from imagen_tutorial import KVCache, MultiHeadAttention, attention
-from imagen_tutorial.attention import causal_mask
+from imagen_tutorial.attention import causal_mask, recorded_attention
 
 
 def test_written_out_attention_equals_sdpa_with_causal_mask():
@@ -73,3 +73,32 @@ def test_cache_refuses_to_overflow():
     cache.append(torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4))
     with pytest.raises(ValueError, match="KVCache holds 2 positions; appending would make 3"):
         cache.append(torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4))
+
+
+def _output_from(layer: MultiHeadAttention, weights, source):  # the layer's output rebuilt from recorded weights
+    values = layer._heads(layer.value(source))  # (B, H, S, d_head)
+    mixed = (weights @ values).transpose(1, 2)  # (B, T, H, d_head)
+    return layer.out(mixed.reshape(mixed.size(0), mixed.size(1), -1))
+
+
+def test_recorded_attention_weights_rebuild_each_layers_output():
+    torch.manual_seed(5)
+    causal, cross = MultiHeadAttention(16, 4, causal=True), MultiHeadAttention(16, 2)
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 6, 16)
+    keep = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    with recorded_attention([causal, cross]) as weights:
+        out_causal, out_cross = causal(x), cross(x, memory=memory, mask=keep)
+    assert [w.shape for w in weights] == [(2, 4, 5, 5), (2, 2, 5, 6)]
+    assert_close(_output_from(causal, weights[0], x), out_causal)
+    assert_close(_output_from(cross, weights[1], memory), out_cross)
+    assert (weights[0][..., 0, 1:] == 0).all() and (weights[1][1, ..., 3:] == 0).all()  # future and padding: 0
+
+
+def test_recorded_attention_stops_recording_after_the_block_and_refuses_a_cache():
+    layer = MultiHeadAttention(8, 2, causal=True)
+    with recorded_attention([layer]) as weights:
+        layer(torch.randn(1, 3, 8))
+    layer(torch.randn(1, 3, 8))
+    assert len(weights) == 1 and not layer._forward_pre_hooks
+    with recorded_attention([layer]), pytest.raises(ValueError, match="does not follow a KV cache"):
+        layer(torch.randn(1, 1, 8), cache=KVCache(4))

@@ -22,6 +22,7 @@ from imagen_tutorial.captions import (
 from imagen_tutorial.checkpoint import load_checkpoint
 from imagen_tutorial.config import TrainConfig
 from imagen_tutorial.denoiser import Denoiser
+from imagen_tutorial.encoder import mean_pool
 from imagen_tutorial.grader import Reading, detect, evaluation_set, grade, real_scenes, score, to_slots, verdict
 from imagen_tutorial.scenes import DARK, SLOT, SMALL, Wardrobe, draw_category, draw_scene, dress
 from imagen_tutorial.train import Trainer
@@ -236,6 +237,12 @@ def test_bag_of_words_gives_swapped_twins_identical_encodings_and_predictions():
     cross = tiny_scenes_denoiser("cross")
     out = cross(x, t, cross.prepare_captions(captions))
     assert not torch.allclose(out[0], out[1])  # word order reaches a Transformer encoder
+
+
+def test_mean_pool_averages_the_real_tokens_only():
+    memory = torch.arange(12.0).view(2, 3, 2)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert_close(mean_pool(memory, mask), torch.tensor([[1.0, 2.0], [6.0, 7.0]]))
 
 
 def test_text_encoder_variants_need_a_caption_reading_diffusion_model():

@@ -6,7 +6,7 @@ exercise left blank or wrong. Later cells say whose code ran with `checks.whose(
 matches a known mistake (a missing √d scale, a mask applied after the softmax, …) the message names it, and the
 check records a `Verdict` (status, the mistake's stable id, the message) that `last_verdict(name)` returns: the
 grader reads those. One module per chapter, each with its `EXERCISES`; all checks are available as
-`imagen_tutorial.checks.check_*`, and `CHAPTERS` maps "00" … "10" to each chapter's exercises.
+`imagen_tutorial.checks.check_*`, and `CHAPTERS` maps "00" … "11" to each chapter's exercises.
 """
 
 from . import (
@@ -21,6 +21,7 @@ from . import (
     ch08_imagen,
     ch09_diffusion,
     ch10_cascade,
+    ch11_captions,
 )
 from .ch00_data import *  # noqa: F403
 from .ch01_attention import *  # noqa: F403
@@ -33,6 +34,7 @@ from .ch07_applications import *  # noqa: F403
 from .ch08_imagen import *  # noqa: F403
 from .ch09_diffusion import *  # noqa: F403
 from .ch10_cascade import *  # noqa: F403
+from .ch11_captions import *  # noqa: F403
 from .core import (  # noqa: F401
     REFERENCE,
     STATUSES,
@@ -50,5 +52,5 @@ from .core import (  # noqa: F401
 CHAPTERS: dict[str, tuple[Exercise, ...]] = {
     module.__name__.rsplit(".", 1)[-1][2:4]: module.EXERCISES
     for module in (ch00_data, ch01_attention, ch02_blocks, ch03_encoder, ch04_decoder, ch05_training, ch06_sampling,
-                   ch07_applications, ch08_imagen, ch09_diffusion, ch10_cascade)
+                   ch07_applications, ch08_imagen, ch09_diffusion, ch10_cascade, ch11_captions)
 }

@@ -284,9 +284,15 @@ def _param_names(fn) -> list[str]:
 
 
 def _close(got, expected, atol: float, rtol: float) -> bool:
-    """The same values (whatever the dtypes), on the same device, in the same shape. Never raises."""
-    if not (isinstance(got, Tensor) and isinstance(expected, Tensor)) or got.device != expected.device \
-            or got.shape != expected.shape or got.is_complex():
+    """The same values (whatever the dtypes), on the same device, in the same shape; a plain Python value (a bool,
+    a list of words, a scene) where the reference returns one: equal by ==. Never raises."""
+    if not isinstance(expected, Tensor):
+        try:
+            return not isinstance(got, Tensor) and bool(got == expected)
+        except Exception:  # an == that cannot answer is not a match
+            return False
+    if not isinstance(got, Tensor) or got.device != expected.device or got.shape != expected.shape \
+            or got.is_complex():
         return False
     try:
         return torch.allclose(got.double(), expected.double(), atol=atol, rtol=rtol, equal_nan=True)
@@ -307,7 +313,8 @@ def _values_match(got: tuple, expected: tuple, atol: float, rtol: float) -> bool
 def _matches(got: tuple, expected: tuple, atol: float, rtol: float, dtype: bool) -> bool:
     """Right: the values, and the dtypes that count."""
     return _values_match(got, expected, atol, rtol) and all(
-        g.dtype == e.dtype or not _dtype_counts(e, dtype) for g, e in zip(got, expected, strict=True))
+        not isinstance(e, Tensor) or g.dtype == e.dtype or not _dtype_counts(e, dtype)
+        for g, e in zip(got, expected, strict=True))
 
 
 def _with_warnings(error: BaseException, caught: list) -> BaseException:
@@ -381,6 +388,8 @@ def unusable(out: Tensor, device: torch.device | str = "cpu", label: str = "") -
 def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: float) -> Mistake | str | None:
     """What is wrong with one returned element (None if nothing): its type, device, shape, dtype, then values."""
     as_label = f" as {label}" if label else ""
+    if not isinstance(e, Tensor):  # a plain value: what came back, and what was expected
+        return None if _close(g, e, atol, rtol) else f"returned {_short(g)}{as_label}, expected {_short(e)}"
     if not isinstance(g, Tensor):
         what = "None (is a `return` missing?)" if g is None else type(g).__name__
         numpy = " (torch.from_numpy(a).float() turns a numpy array into one)" if type(g).__name__ == "ndarray" else ""
@@ -409,12 +418,19 @@ def _describe_element(g, e: Tensor, label: str, dtype: bool, atol: float, rtol: 
     return f"{subject} from the reference (max difference {worst:.3g})"
 
 
+def _short(value) -> str:
+    """A returned value as a learner would recognise it: its repr, cut to a line."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _describe_difference(got: tuple, expected: tuple, outputs: Sequence[str] | None, dtype: bool, atol: float,
                          rtol: float) -> Mistake | str:
     if len(got) != len(expected):
         wanted = f"a tuple ({', '.join(outputs)})" if outputs else f"{len(expected)} values"
         if len(expected) == 1:
-            return Mistake("tuple-instead-of-tensor", f"returned a tuple of {len(got)}, expected one tensor")
+            one = "tensor" if isinstance(expected[0], Tensor) else "value"
+            return Mistake(f"tuple-instead-of-{one}", f"returned a tuple of {len(got)}, expected one {one}")
         return Mistake("wrong-number-of-outputs", "returned "
                        f"{'one value' if len(got) == 1 else f'a tuple of {len(got)}'}, expected {wanted}")
     wrong, right, named = [], [], None
@@ -610,8 +626,10 @@ def compare(name: str, learner: Callable | None, reference: Callable, cases: lis
 
     Every element of a returned tuple is compared (`outputs` names them, e.g. ("output", "weights")), on the
     reference's device; a floating-point element must have the reference's dtype, and with `dtype=True` integer
-    and bool ones too (masks, levels). The learner runs on copies of the arguments (writing into them is a
-    failure), from a fixed global random state that the notebook's is restored from afterwards. When it is wrong,
+    and bool ones too (masks, levels). Where the reference returns a plain Python value (a bool, a list of words,
+    a scene), the learner's must equal it (==; wrap values in a class with its own == to compare by meaning).
+    The learner runs on copies of the arguments (writing into them is a failure), from a fixed global random state
+    that the notebook's is restored from afterwards. When it is wrong,
     the message is the first of: a wrong device; one of the `mistakes` whose forms reproduce its outputs on all
     cases; the first of the `probes` that names a symptom (`ignores`,
     `end_points`, `per_image`); `diagnose(got, expected, args)` on the first failing case; what differs there.
