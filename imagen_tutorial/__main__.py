@@ -779,8 +779,8 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--sr-steps", type=int, default=None, help="the cascade's SR stage's steps (default: --steps)")
     group.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     group.add_argument("--sr-guidance", type=float, default=None,
-                       help=f"the cascade's SR stage's guidance (default {DEFAULT_GUIDANCE[1]:g}); an SR stage alone "
-                            f"takes --guidance")
+                       help=f"the cascade's SR stage's guidance (default: the cascade's own, {DEFAULT_GUIDANCE[1]:g} "
+                            f"for Part II's); an SR stage alone takes --guidance")
     group.add_argument("--aug-level", type=float, default=0.2,
                        help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
     group.add_argument("--threshold", type=_threshold, default="static",
@@ -789,8 +789,8 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
 
 
 GUIDANCE_HELP = (f"classifier-free guidance (1 = none) of the model in hand: an SR stage alone too, the base stage "
-                 f"of a cascade; default 1 (autoregressive), 3 (a diffusion base or SR stage alone), "
-                 f"{DEFAULT_GUIDANCE[0]:g} (a cascade's base)")
+                 f"of a cascade; default 1 (autoregressive), 3 (a diffusion base or SR stage alone), a cascade's "
+                 f"own for its base ({DEFAULT_GUIDANCE[0]:g} for Part II's; scenes: its manifest entry's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -834,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=None,
                    help="samples per class judged by the classifier (default 50 for conditional models; 0 skips)")
     p.add_argument("--per-category", type=int, default=None,
-                   help="a scenes model: captions graded per category (default 100; README's figures use 500)")
+                   help="a scenes model: captions graded per category (default 100; bench/scenes_evaluate.py's: 500)")
     p.add_argument("--guidance", type=float, action="append", default=[],
                    help=GUIDANCE_HELP + "; repeat to sweep")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for those samples")
@@ -846,7 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="draw a row of images per class with the shipped text2img model "
-                                     "(or, with --train, train a tiny one first)")
+                                     "(or, with --train, train a tiny one first; --scenes: scene captions beside "
+                                     "their swapped twins, graded)")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--columns", type=int, default=8, help="images per class")
     p.add_argument("--guidance", type=float, default=None,
