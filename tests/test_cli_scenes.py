@@ -126,6 +126,13 @@ def test_shipping_refuses_a_run_that_is_not_a_scenes_model(tmp_path, train_slice
     assert not (folder / "scenes_base.pt").exists()
 
 
+def test_a_shipped_cascade_is_not_replaced_by_one_model(root, runs, capsys):
+    before = (root / "manifest.json").read_text()
+    assert ship_checkpoint.main(["scenes", "--run", str(runs["scenes_base"]), "--to", str(root)]) == 2
+    assert "'scenes' is a shipped cascade, not one model: ship it with --stage twice" in capsys.readouterr().err
+    assert (root / "manifest.json").read_text() == before
+
+
 def test_shipping_refuses_a_file_over_16_mb(tmp_path, runs, capsys, monkeypatch):
     monkeypatch.setattr(ship_checkpoint, "MAX_BYTES", 50_000)  # the tiny stages are ~150 kB: over this limit
     folder = new_root(tmp_path / "root")

@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ShipError("--how applies to --run: a cascade's stages record their own config's recipe")
         if args.default_guidance and (args.run or args.judge):
             raise ShipError("--default-guidance applies to a cascade (--stage twice, or a shipped cascade's name)")
+        if (args.run or args.judge) and read_entries(args.to).get(args.name, {}).get("kind") == "cascade":
+            raise ShipError(f"{args.name!r} is a shipped cascade, not one model: ship it with --stage twice (its base "
+                            f"stage, then its SR stage)")
         if args.judge:
             entries = {args.name: ship_judge(args.name, args.judge, args.to)}
         elif args.run:
