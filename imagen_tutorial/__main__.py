@@ -607,7 +607,8 @@ def _demo_sampling(args: argparse.Namespace, model, label: str) -> tuple[dict, s
 def cmd_demo(args: argparse.Namespace) -> None:
     _check_flags(args)
     if args.train:
-        tags = {"autoregressive", "captions", "conditional", "train"} | ({"diffusion_draw"} if args.cascade else set())
+        tags = {"autoregressive", "captions", "conditional", "train", "rows"} | (
+            {"diffusion_draw"} if args.cascade else set())
         refuse_flags_that_do_not_apply(args, tags, "demo --train trains an autoregressive caption model")
         return demo_train(args)
     label = args.checkpoint or ("scenes" if args.scenes else "text2img")
