@@ -6,7 +6,9 @@
 --checkpoint is a shipped name (scenes: the cascade; scenes_base) or a checkpoint file; a cascade takes --guidance
 for its base stage and --sr-guidance for its SR stage. Prints one table (rows: categories and twin pairs; columns:
 each guidance, then the ceiling: the same grader on real test scenes drawn for the same captions, at the model's
-resolution) and the seconds per scene, and writes the figures to --json.
+resolution) and the seconds per scene, and writes the figures to --json, with the sha256 of the files measured:
+tools/ship_checkpoint.py merges them into the cascade's manifest entry (`--evaluation`). The same evaluation, one
+guidance per --guidance flag, is `python -m imagen_tutorial evaluate --checkpoint scenes [--json]`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ from pathlib import Path
 
 import torch
 
-from imagen_tutorial import load_pretrained
-from imagen_tutorial.__main__ import load_any
-from imagen_tutorial.cascade import Cascade
-from imagen_tutorial.grader import evaluate_scenes
+from imagen_tutorial.__main__ import evaluate_scenes_model, file_digests, load_any, scenes_table, stage_guidance
 
 
 def main() -> None:
@@ -38,31 +37,18 @@ def main() -> None:
     model = load_any(args.checkpoint)
     if model.config.vocabulary != "scenes":
         parser.error(f"{args.checkpoint} is not a scenes model (its vocabulary is {model.config.vocabulary!r})")
-    cascade = isinstance(model, Cascade)
-    if args.sr_guidance is not None and not cascade:
-        parser.error("--sr-guidance applies to a cascade only")
-    weights = args.guidance or [model.guidance[0] if cascade else 3.0]
-    classifier = load_pretrained("slot_classifier")
+    try:
+        guidance = [stage_guidance(model, g, args.sr_guidance) for g in args.guidance or [None]]
+    except ValueError as error:
+        parser.error(str(error))
     torch.manual_seed(args.seed)
-    runs, start = [], time.perf_counter()
-    for w in weights:
-        sampling = {"guidance": (w, model.guidance[1] if args.sr_guidance is None else args.sr_guidance)
-                    if cascade else w, "steps": (args.steps, args.steps) if cascade else args.steps}
-        runs.append(evaluate_scenes(model, classifier, args.per_category, args.seed, **sampling))
-        print(f"guidance {sampling['guidance']}: {runs[-1]['seconds_per_scene']:.3f} s per scene", flush=True)
-    names, ceiling = list(runs[0]["scores"]), runs[0]["ceiling"]
-    print(f"\n{args.checkpoint}: {args.per_category} captions per category ({args.per_category // 2} twin pairs), "
-          f"DDIM {args.steps} steps, seed {args.seed}")
-    print("| category | " + " | ".join(f"guidance {r['guidance']}" for r in runs) + " | ceiling | fraction of "
-          "the ceiling |\n|---|" + "---|" * (len(runs) + 2))
-    for name in names:
-        best = max(r["scores"][name]["rate"] for r in runs)
-        print(f"| {name} | " + " | ".join(f"{r['scores'][name]['rate']:.3f}" for r in runs) +
-              f" | {ceiling[name]['rate']:.3f} | {best / max(ceiling[name]['rate'], 1e-9):.2f} |")
+    start = time.perf_counter()
+    result = evaluate_scenes_model(model, args.checkpoint, args.per_category, guidance, args.steps, seed=args.seed,
+                                   log=lambda line: print(line, flush=True))
+    print("\n" + scenes_table(result))
     out = args.json or Path(f"bench/results/scenes_{Path(args.checkpoint).stem}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": args.checkpoint, "steps": args.steps, "runs": runs,
-                               "threads": torch.get_num_threads(),
+    out.write_text(json.dumps({**result, "stages": file_digests(args.checkpoint), "threads": torch.get_num_threads(),
                                "seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")
     print(f"wrote {out}")
 

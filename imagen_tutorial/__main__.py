@@ -1,4 +1,5 @@
-"""Command line: `python -m imagen_tutorial {train,sample,evaluate,demo} --help`.
+"""Command line: `python -m imagen_tutorial {train,sample,evaluate,demo} --help`; `grade` grades a class's
+notebooks and `grammar` prints the captions the scenes cascade (Part III) reads.
 
 Every model and training field is also a flag (`--d-model 256`, `--levels 256`, `--max-minutes 7`); a JSON or
 TOML file given with `--config` holds {"model": {...}, "train": {...}} and flags override it.
@@ -16,11 +17,22 @@ from pathlib import Path
 
 import torch
 
+from .captions import (
+    GRAMMAR,
+    HELD_OUT_ATTRIBUTES,
+    HELD_OUT_PAIRS,
+    Garment,
+    Scene,
+    closest_scene_caption,
+    parse_scene,
+    scene_captions,
+)
 from .cascade import DEFAULT_GUIDANCE, Cascade
-from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .checkpoint import CheckpointError, file_sha256, load_checkpoint, load_model
 from .config import MAX_IMAGES, MAX_SEED, SAMPLING_SPECS, ModelConfig, Spec, TrainConfig, check_value
 from .data import load_fashion_mnist, make_caption, quantize, resize, to_float
 from .denoiser import Denoiser
+from .grader import GRID_TWINS, evaluate_scenes, grade, real_scenes
 from .metrics import (
     classify_accuracy,
     conditions_from_test_set,
@@ -31,8 +43,10 @@ from .metrics import (
 )
 from .model import ImageTransformer, check_sampling
 from .pretrained import load_pretrained, read_manifest, unknown_name
+from .scenes import test_scenes
+from .text import Tokenizer
 from .train import TrainingDiverged, TrainingInterrupted, pick_device, train
-from .viz import check_image_path, save_denoising_gif, save_generation_gif, save_grid
+from .viz import check_image_path, plot_scenes, save_denoising_gif, save_generation_gif, save_grid
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -150,6 +164,8 @@ FLAG_SPECS = {
     "limit": Spec(int, 1, 60_000, optional=True, note="leave it out to use the whole split"),
     "per_class": Spec(int, 0, 1000, optional=True,
                       note="0 skips sampling: an autoregressive model's bits/dim alone; a diffusion model needs >= 1"),
+    "per_category": Spec(int, 2, 1000, optional=True,
+                         note="captions per grader category, and half as many swapped-twin pairs"),
     "temperature": _optional(SAMPLING_SPECS["temperature"]),
     "top_k": SAMPLING_SPECS["top_k"],
     "guidance": _optional(SAMPLING_SPECS["guidance"]),
@@ -180,6 +196,9 @@ TAGS = {  # tag: (what a flag needing it is for, why it is missing, or None: the
     "draw": ("demo without --train", "--train trains its own model"),
     "diffusion_draw": ("demos that draw with a diffusion model (a diffusion --checkpoint, or --cascade)",
                        "this demo draws with the autoregressive model only"),
+    "scenes": ("scenes models (Part III: --checkpoint scenes, or a checkpoint of configs/scenes_*.toml)", None),
+    "classes": ("models of single garments (Parts I and II; a scenes model is graded with --per-category)", None),
+    "rows": ("the demo of a row per class", "demo --scenes draws captions beside their swapped twins"),
 }
 _SAMPLING_FLAGS = {"caption": ("captions",), "guidance": ("conditional",), "temperature": ("autoregressive",),
                    "top_k": ("autoregressive",), "no_cache": ("autoregressive",), "steps": ("diffusion",),
@@ -189,18 +208,21 @@ APPLIES = {
     "sample": _SAMPLING_FLAGS,
     "evaluate": {**_SAMPLING_FLAGS, "guidance": ("conditional", "samples"),
                  "temperature": ("autoregressive", "samples"), "split": ("autoregressive",),
-                 "limit": ("autoregressive",), "batch_size": ("autoregressive",)},
+                 "limit": ("autoregressive",), "batch_size": ("autoregressive",), "per_class": ("classes",),
+                 "per_category": ("scenes",)},
     "demo": {"temperature": ("autoregressive",), "steps": ("diffusion_draw",), "cascade": ("autoregressive",),
-             "checkpoint": ("draw",), "train_steps": ("train",), "minutes": ("train",)},
+             "checkpoint": ("draw",), "train_steps": ("train",), "minutes": ("train",), "scenes": ("draw", "scenes"),
+             "columns": ("rows",)},
 }
 
 
 def model_tags(model) -> set[str]:
     """What the model in hand is, in the words of TAGS."""
+    grammar = {"scenes" if model.config.vocabulary == "scenes" else "classes"}
     if isinstance(model, Cascade):
-        return {"diffusion", "cascade", "sr_stage", "captions", "conditional"}
+        return {"diffusion", "cascade", "sr_stage", "captions", "conditional"} | grammar
     c = model.config
-    tags = {c.family} | ({"conditional"} if c.condition != "none" else set())
+    tags = {c.family} | grammar | ({"conditional"} if c.condition != "none" else set())
     if isinstance(model, Denoiser) and model.reads_lowres:
         return tags | {"sr_stage"}  # alone, it upsamples test images with their own captions
     return tags | ({"captions"} if c.condition == "caption" else set())
@@ -208,15 +230,17 @@ def model_tags(model) -> set[str]:
 
 def describe(model, label: str) -> str:
     """`label` and what kind of model it is, for messages."""
+    scenes = model.config.vocabulary == "scenes"
+    of = " of two-garment scenes (Part III)" if scenes else ""
     if isinstance(model, Cascade):
-        return f"{label} is a diffusion cascade"
+        return f"{label} is a diffusion cascade{of}"
     c = model.config
     if isinstance(model, Denoiser) and model.reads_lowres:
-        return (f"{label} is a diffusion super-resolution stage alone, whose steps and guidance are --steps and "
-                f"--guidance; it upsamples test images with their own captions (--checkpoint cascade draws from "
-                f"yours)")
+        return (f"{label} is a diffusion super-resolution stage{of} alone, whose steps and guidance are --steps and "
+                f"--guidance; it upsamples test {'scenes' if scenes else 'images'} with their own captions "
+                f"(--checkpoint {'scenes' if scenes else 'cascade'} draws from yours)")
     reads = "unconditional" if c.condition == "none" else f"conditioned on {c.condition!r}"
-    return f"{label} is {'a diffusion' if c.family == 'diffusion' else 'an autoregressive'} model, {reads}"
+    return f"{label} is {'a diffusion' if c.family == 'diffusion' else 'an autoregressive'} model{of}, {reads}"
 
 
 def refuse_flags_that_do_not_apply(args: argparse.Namespace, tags: set[str], about: str) -> None:
@@ -263,7 +287,7 @@ def _check_flags(args: argparse.Namespace) -> None:
             if Path(args.gif).absolute() == Path(args.out).absolute():
                 raise ValueError(f"--out and --gif both name {args.out}: give the GIF a name of its own")
     if args.command == "demo":  # it writes these at the end, after minutes of sampling
-        for name in ("samples.png", "generation.gif", "samples_cascade.png"):
+        for name in ("samples.png", "generation.gif", "samples_cascade.png", "scenes.png"):
             check_image_path(Path(args.out) / name, animated=name.endswith(".gif"))
 
 
@@ -287,9 +311,45 @@ def _float_image_grid(images: torch.Tensor, path, nrow: int, levels: int = 16) -
                      scale=8 if images.shape[-1] <= 14 else 4)
 
 
+def twin_captions() -> list[str]:
+    """The captions of a scenes run's sample grids: five, each followed by its swapped twin."""
+    return [s.caption for pair in GRID_TWINS for s in (pair, pair.twin())]
+
+
+def default_captions(model) -> list[str]:
+    """What `sample` draws without --caption: a caption per class, or a scenes model's `twin_captions`."""
+    return twin_captions() if model.config.vocabulary == "scenes" else [make_caption(k) for k in range(10)]
+
+
+def check_captions(model, label: str, captions: list[str]) -> None:
+    """Every caption against the grammar `model` reads, before any sampling: a caption of the other grammar is
+    refused naming the checkpoints that read it; one outside the scenes grammar with its closest valid caption."""
+    scenes = model.config.vocabulary == "scenes"
+    grammar = "(`python -m imagen_tutorial grammar` prints the grammar)"
+    for caption in captions:
+        try:
+            Tokenizer(model.config.vocabulary).encode([caption])
+            continue
+        except ValueError as error:
+            problem = error
+        try:
+            Tokenizer("classes" if scenes else "scenes").encode([caption])
+        except ValueError:
+            if not scenes:
+                raise problem from None  # an unknown word, with the words it resembles
+            raise ValueError(f"caption {caption!r} is not in the scenes grammar; the closest valid caption is "
+                             f"{closest_scene_caption(caption)!r} {grammar}") from None
+        if scenes:
+            raise ValueError(f"caption {caption!r} is a single-garment caption (Parts I and II), which text2img, "
+                             f"diffusion_base and cascade read; {label} draws scenes of two garments: the closest "
+                             f"scene caption is {closest_scene_caption(caption)!r} {grammar}")
+        raise ValueError(f"caption {caption!r} is a scene caption (Part III), which --checkpoint scenes reads; {label} "
+                         f"draws single garments from captions such as {make_caption(8)!r}")
+
+
 def sample_diffusion(args: argparse.Namespace, model, device: torch.device) -> None:
-    """`sample` for a diffusion base model, an SR stage (on test images) or the cascade."""
-    captions = args.caption or [make_caption(k) for k in range(10)]
+    """`sample` for a diffusion base model, an SR stage (on test images or scenes) or a cascade."""
+    captions = args.caption or default_captions(model)
     captions = [cap for cap in captions for _ in range(args.n)]
     trajectory = [] if args.gif else None
     sampling = {"sampler": args.sampler, "threshold": args.threshold, "trajectory": trajectory,
@@ -298,16 +358,23 @@ def sample_diffusion(args: argparse.Namespace, model, device: torch.device) -> N
     if isinstance(model, Cascade):
         images = model.generate(captions, aug_level=args.aug_level, steps=(args.steps, args.sr_steps or args.steps),
                                 **sampling)
-    elif model.reads_lowres:  # an SR stage alone: upsample test images, downsampled to its input size
-        test, labels = load_fashion_mnist("test")
-        lowres = torch.nn.functional.interpolate(to_float(test[: args.n]), size=model.config.cond_size, mode="area")
-        captions = [make_caption(int(k)) for k in labels[: args.n]]
+    elif model.reads_lowres:  # an SR stage alone: upsample test images (or scenes), downsampled to its input size
+        if model.config.vocabulary == "scenes":
+            test, captions = test_scenes(args.n, args.seed)
+        else:
+            test, labels = load_fashion_mnist("test")
+            test, captions = test[: args.n], [make_caption(int(k)) for k in labels[: args.n]]
+        lowres = torch.nn.functional.interpolate(to_float(test), size=model.config.cond_shape, mode="area")
         images = model.generate(captions, lowres=lowres, aug_level=args.aug_level, steps=args.steps, **sampling)
     else:
         images = model.generate(captions if model.reads_caption else None, steps=args.steps,
                                 batch_size=None if model.reads_caption else args.n, **sampling)
-    nrow = args.n if args.caption or len(images) > 10 else min(len(images), 10)
+    twins = not args.caption and captions[:: args.n] == twin_captions()
+    nrow = 2 * args.n if twins else args.n if args.caption or len(images) > 10 else min(len(images), 10)
     print(f"wrote {_float_image_grid(images, args.out, nrow)}")
+    if twins:
+        print("each row: a caption, then its swapped twin: " + "; ".join(
+            f"{a!r} | {b!r}" for a, b in zip(captions[:: 2 * args.n], captions[args.n :: 2 * args.n], strict=True)))
     if args.gif:
         print(f"wrote {save_denoising_gif(trajectory, args.gif, nrow=nrow)}")
 
@@ -315,15 +382,16 @@ def sample_diffusion(args: argparse.Namespace, model, device: torch.device) -> N
 def cmd_sample(args: argparse.Namespace) -> None:
     _check_flags(args)
     device = pick_device(args.device)
-    model, _, tags = _load(args, device)
-    count = args.n * (len(args.caption) or 10) if "captions" in tags else args.n
+    model, label, tags = _load(args, device)
+    count = args.n * len(args.caption or default_captions(model)) if "captions" in tags else args.n
     check_value("--n × captions", count, int, low=1, high=MAX_SAMPLE_IMAGES,
                 note=f"the images of one sample command, drawn in one batch: {args.n} per caption here")
+    check_captions(model, label, args.caption)
     if not isinstance(model, ImageTransformer):
         return sample_diffusion(args, model, device)
     c = model.config
     if c.condition == "caption":
-        cond = [cap for cap in args.caption or [make_caption(k) for k in range(10)] for _ in range(args.n)]
+        cond = [cap for cap in args.caption or default_captions(model) for _ in range(args.n)]
     else:
         cond = None if c.condition == "none" else conditions_from_test_set(c, count)[0].to(device)
     generator = torch.Generator(device).manual_seed(args.seed)
@@ -417,10 +485,79 @@ def evaluate_diffusion(model, label: str, per_class: int = 50, guidance: list | 
     return result
 
 
+def _both(value) -> str:
+    """A stage's setting, or a cascade's (base, sr) pair, for people: "3" or "3 and 8"."""
+    return " and ".join(f"{v:g}" for v in value) if isinstance(value, (tuple, list)) else f"{value:g}"
+
+
+def evaluate_scenes_model(model, label: str, per_category: int = 100, guidance: list | None = None,
+                          steps: int = 50, sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
+                          threshold="static", seed: int = 0, log=None) -> dict:
+    """A scenes model (a base stage or the cascade) graded on `per_category` captions of each grader category and
+    per_category // 2 swapped-twin pairs, beside the grader's ceiling on real scenes of the same captions
+    (grader.evaluate_scenes), at each guidance (as `stage_guidance` gives it; default the model's own):
+    {"checkpoint", "kind": "scenes", "per_category", "seed", "image_shape", "parameters", "runs"}, what
+    bench/scenes_evaluate.py writes and tools/ship_checkpoint.py merges. log: called with a line per guidance."""
+    if isinstance(model, Denoiser) and model.reads_lowres:
+        raise ValueError(f"{describe(model, label)}: evaluate grades scenes drawn from captions, so give a scenes base "
+                         f"stage or the cascade (--checkpoint scenes, or a base with --sr-checkpoint {label})")
+    classifier = load_pretrained("slot_classifier")
+    cascade = isinstance(model, Cascade)
+    runs = []
+    for g in guidance or [stage_guidance(model)]:
+        sampling = {"guidance": g, "steps": (steps, sr_steps or steps) if cascade else steps, "sampler": sampler,
+                    "threshold": threshold, **({"aug_level": aug_level} if cascade else {})}
+        runs.append(evaluate_scenes(model, classifier, per_category, seed, **sampling))
+        if log is not None:
+            log(f"guidance {_both(g)}: {runs[-1]['seconds_per_scene']:.3f} s per scene")
+    return {"checkpoint": label, "kind": "scenes", "per_category": per_category, "seed": seed,
+            "image_shape": list(model.config.image_shape), "parameters": model.num_params(), "runs": runs}
+
+
+def scenes_table(result: dict) -> str:
+    """`evaluate_scenes_model`'s result as a table: a row per category and twin pairs, a column per guidance, then
+    the ceiling and the best fraction of it; then the seconds per scene."""
+    runs, (h, w) = result["runs"], result["image_shape"]
+    ceiling = runs[0]["ceiling"]
+    lines = [f"{result['checkpoint']}: {result['per_category']} captions per category ({result['per_category'] // 2} "
+             f"twin pairs), DDIM {_both(runs[0]['steps'])} steps, seed {result['seed']}; the ceiling is the grader on "
+             f"real test scenes of the same captions at {h}×{w}",
+             "| category | " + " | ".join(f"guidance {_both(r['guidance'])}" for r in runs) +
+             " | ceiling | fraction of the ceiling |", "|---|" + "---|" * (len(runs) + 2)]
+    for name, real in ceiling.items():
+        rates = [r["scores"][name]["rate"] for r in runs]
+        lines.append(f"| {name} | " + " | ".join(f"{rate:.3f}" for rate in rates) +
+                     f" | {real['rate']:.3f} | {max(rates) / max(real['rate'], 1e-9):.2f} |")
+    lines.append("seconds per scene: " + ", ".join(f"{r['seconds_per_scene']:.3f} (guidance {_both(r['guidance'])})"
+                                                   for r in runs))
+    return "\n".join(lines)
+
+
+def file_digests(checkpoint: str, sr: str | None = None) -> dict[str, str]:
+    """The sha256 of the files a --checkpoint (and --sr-checkpoint) names, by shipped name or path: what an
+    evaluation measured, so that tools/ship_checkpoint.py ties its figures to those files."""
+    out = {}
+    for spec in (checkpoint, sr):
+        if spec is not None and Path(spec).exists():
+            out[spec] = file_sha256(spec)
+        elif spec is not None:
+            entry = read_manifest()[spec]
+            out.update(entry["stages"] if entry.get("kind") == "cascade" else {spec: entry["sha256"]})
+    return out
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     _check_flags(args)
     device = pick_device(args.device)
-    model, label, _ = _load(args, device)  # read once, whatever the family
+    model, label, tags = _load(args, device)  # read once, whatever the family
+    if "scenes" in tags:
+        guidance = [stage_guidance(model, g, args.sr_guidance) for g in args.guidance or [None]]
+        result = evaluate_scenes_model(model, label, args.per_category or 100, guidance, args.steps, args.sr_steps,
+                                       args.aug_level, args.sampler, args.threshold, args.seed,
+                                       log=None if args.json else lambda line: print(line, flush=True))
+        result["stages"] = file_digests(args.checkpoint, args.sr_checkpoint)
+        print(json.dumps(result) if args.json else scenes_table(result))
+        return
     if not isinstance(model, ImageTransformer):
         guidance = [stage_guidance(model, g, args.sr_guidance) for g in args.guidance or [None]]
         per_class = DIFFUSION_PER_CLASS.check("--per-class", 50 if args.per_class is None else args.per_class)
@@ -464,25 +601,30 @@ def _demo_sampling(args: argparse.Namespace, model, label: str) -> tuple[dict, s
         temperature = best_temperature if args.temperature is None else args.temperature
         return {"guidance": guidance, "temperature": temperature}, f"guidance {guidance:g}, temperature {temperature:g}"
     guidance = stage_guidance(model, args.guidance)
-    said = " and ".join(f"{g:g}" for g in guidance) if isinstance(guidance, tuple) else f"{guidance:g}"
-    return {"guidance": guidance, "steps": args.steps}, f"DDIM {args.steps} steps per stage, guidance {said}"
+    return {"guidance": guidance, "steps": args.steps}, f"DDIM {args.steps} steps per stage, guidance {_both(guidance)}"
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     _check_flags(args)
     if args.train:
-        tags = {"autoregressive", "captions", "conditional", "train"} | ({"diffusion_draw"} if args.cascade else set())
+        tags = {"autoregressive", "captions", "conditional", "train", "rows"} | (
+            {"diffusion_draw"} if args.cascade else set())
         refuse_flags_that_do_not_apply(args, tags, "demo --train trains an autoregressive caption model")
         return demo_train(args)
-    label = args.checkpoint or "text2img"
+    label = args.checkpoint or ("scenes" if args.scenes else "text2img")
     model = load_any(label)
-    tags = model_tags(model) | {"draw"}
+    tags = model_tags(model) | {"draw"} | (set() if args.scenes else {"rows"})
     if args.cascade or "diffusion" in tags:
         tags.add("diffusion_draw")
     refuse_flags_that_do_not_apply(args, tags, describe(model, label))
     if "captions" not in tags:
         raise ValueError(f"the demo draws from captions, and {describe(model, label)}: give a caption model "
-                         f"(text2img, diffusion_base, cascade or a caption checkpoint)")
+                         f"(text2img, diffusion_base, cascade, scenes or a caption checkpoint)")
+    if args.scenes:
+        return demo_scenes(args, model, label)
+    if "scenes" in tags:
+        raise ValueError(f"{describe(model, label)}: it draws scenes of two garments, not a row per class; add "
+                         f"--scenes")
     out = Path(args.out)
     labels = torch.arange(10).repeat_interleave(args.columns)  # a row per class
     captions = [make_caption(int(k)) for k in labels]
@@ -510,6 +652,37 @@ def demo_cascade(args: argparse.Namespace, captions: list[str], labels: torch.Te
                          args.seed, steps=args.steps)
     print(f"the judge assigns {accuracy:.0%} of the cascade's images to the class their caption names "
           f"({time.perf_counter() - start:.0f} s)")
+
+
+def demo_scenes(args: argparse.Namespace, model, label: str) -> None:
+    """Five captions, each beside its swapped twin, drawn by a scenes model and read by the grader: OUT/scenes.png
+    titles each scene with its caption and the verdict; the grader's score on real scenes of the same captions is
+    printed beside the model's."""
+    import matplotlib.pyplot as plt
+
+    scenes = [parse_scene(caption) for caption in twin_captions()]
+    sampling, said = _demo_sampling(args, model, label)
+    h, w = model.config.image_shape
+    print(f"Drawing {len(scenes)} scenes, each caption beside its swapped twin ({said}), with {label} "
+          f"({model.num_params():,} parameters, {h}×{w}) on the CPU")
+    images = model.generate([s.caption for s in scenes], generator=torch.Generator().manual_seed(args.seed),
+                            **sampling)
+    classifier = load_pretrained("slot_classifier")
+    verdicts = grade(images, scenes, classifier)
+    figure = plot_scenes(images, [s.caption for s in scenes], verdicts, ncols=2)
+    path = Path(args.out) / "scenes.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    for scene, verdict in zip(scenes, verdicts, strict=True):
+        print(f"  {'pass' if verdict.passed else 'FAIL'}  {scene.caption}"
+              f"{'' if verdict.passed else ': ' + verdict.reason}")
+    print(f"wrote {path} (each row: a caption, then its swapped twin)")
+    real = grade(real_scenes(scenes, args.seed, h), scenes, classifier)
+    pairs = sum(a.passed and b.passed for a, b in zip(verdicts[::2], verdicts[1::2], strict=True))
+    print(f"the grader passes {sum(v.passed for v in verdicts)} of {len(scenes)} scenes ({pairs} of "
+          f"{len(scenes) // 2} twin pairs both right); real test scenes of the same captions at {h}×{w}: "
+          f"{sum(v.passed for v in real)} of {len(scenes)} (the grader's ceiling)")
 
 
 def recommended_sampling(path: str | None) -> tuple[float, float]:
@@ -577,15 +750,38 @@ def cmd_grade(args: argparse.Namespace) -> None:
           f"{Path(args.out) / 'feedback'}/, {Path(args.out) / 'summary.md'} and {Path(args.out) / 'summary.png'}")
 
 
+GRAMMAR_EXAMPLES = ("a dark bag", "a small sneaker on the left", "an ankle boot on the right",
+                    "a dark coat and a small shirt", "a bag to the left of a sneaker",
+                    "a t-shirt to the right of a dark ankle boot", "two pairs of trousers")
+
+
+def cmd_grammar(args: argparse.Namespace) -> None:
+    """The scenes grammar: its rules, an example of each form and the combinations held out of training; with
+    --all, every caption instead, one per line."""
+    if args.all:
+        print("\n".join(scene_captions()))
+        return
+    print(f"The captions --checkpoint scenes reads (Part III; {len(scene_captions()):,} in all, `grammar --all` "
+          f"lists them):\n\n{GRAMMAR}\n\nOne of each form:")
+    for caption in GRAMMAR_EXAMPLES:
+        print(f"  {parse_scene(caption).form:<13} {caption}")
+    pairs = [Scene("left of", (Garment(a), Garment(b))) for a, b in HELD_OUT_PAIRS]
+    attributes = [Garment(k, dark=a == "dark", small=a == "small").phrase for a, k in HELD_OUT_ATTRIBUTES]
+    print(f"\nNever drawn for training (the grader's held-out category): {', '.join(p.caption for p in pairs[:-1])} "
+          f"and {pairs[-1].caption} (also said the other way: {Scene('right of', pairs[0].garments[::-1]).caption!r}), "
+          f"and {' or '.join(attributes)} in any caption.")
+
+
 def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
-    group = p.add_argument_group("diffusion models and the cascade (--checkpoint cascade, diffusion_base, a file)")
+    group = p.add_argument_group("diffusion models and the cascades (--checkpoint cascade, scenes, diffusion_base, "
+                                 "a file)")
     group.add_argument("--sr-checkpoint", help="with a diffusion base --checkpoint: the SR stage, making a cascade")
     group.add_argument("--steps", type=int, default=50, help="sampler steps (the base stage's, in a cascade)")
     group.add_argument("--sr-steps", type=int, default=None, help="the cascade's SR stage's steps (default: --steps)")
     group.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     group.add_argument("--sr-guidance", type=float, default=None,
-                       help=f"the cascade's SR stage's guidance (default {DEFAULT_GUIDANCE[1]:g}); an SR stage alone "
-                            f"takes --guidance")
+                       help=f"the cascade's SR stage's guidance (default: the cascade's own, {DEFAULT_GUIDANCE[1]:g} "
+                            f"for Part II's); an SR stage alone takes --guidance")
     group.add_argument("--aug-level", type=float, default=0.2,
                        help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
     group.add_argument("--threshold", type=_threshold, default="static",
@@ -594,8 +790,8 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
 
 
 GUIDANCE_HELP = (f"classifier-free guidance (1 = none) of the model in hand: an SR stage alone too, the base stage "
-                 f"of a cascade; default 1 (autoregressive), 3 (a diffusion base or SR stage alone), "
-                 f"{DEFAULT_GUIDANCE[0]:g} (a cascade's base)")
+                 f"of a cascade; default 1 (autoregressive), 3 (a diffusion base or SR stage alone), a cascade's "
+                 f"own for its base ({DEFAULT_GUIDANCE[0]:g} for Part II's; scenes: its manifest entry's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -611,9 +807,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, TrainConfig, "training")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="draw images from a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a shipped name (text2img, cascade, ...)")
-    p.add_argument("--caption", action="append", default=[], help="repeatable; default: one per class")
+    p = sub.add_parser("sample", help="draw images from a checkpoint (scenes: two-garment captions, see grammar)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file or a shipped name (text2img, cascade, scenes, ...)")
+    p.add_argument("--caption", action="append", default=[],
+                   help="repeatable; default: one per class (scenes: five captions, each beside its swapped twin). "
+                        "The scenes cascade reads the captions `python -m imagen_tutorial grammar` prints")
     p.add_argument("--n", type=int, default=1, help="images per caption (or in all, for other conditions)")
     p.add_argument("--guidance", type=float, default=None, help=GUIDANCE_HELP)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -626,24 +825,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diffusion_flags(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint, and the judge's verdict on its samples")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a shipped name (text2img, cascade, ...)")
+    p = sub.add_parser("evaluate", help="test bits/dim of a checkpoint, and the judge's verdict on its samples "
+                                         "(scenes: the grader per category, beside its ceiling on real scenes)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file or a shipped name (text2img, cascade, scenes, ...)")
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--limit", type=int, default=None, help="first N images of the split (file order)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--per-class", type=int, default=None,
                    help="samples per class judged by the classifier (default 50 for conditional models; 0 skips)")
+    p.add_argument("--per-category", type=int, default=None,
+                   help="a scenes model: captions graded per category (default 100; bench/scenes_evaluate.py's: 500)")
     p.add_argument("--guidance", type=float, action="append", default=[],
                    help=GUIDANCE_HELP + "; repeat to sweep")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for those samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (scenes: what "
+                                                        "tools/ship_checkpoint.py --evaluation merges)")
     _add_diffusion_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="draw a row of images per class with the shipped text2img model "
-                                     "(or, with --train, train a tiny one first)")
+                                     "(or, with --train, train a tiny one first; --scenes: scene captions beside "
+                                     "their swapped twins, graded)")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--columns", type=int, default=8, help="images per class")
     p.add_argument("--guidance", type=float, default=None,
@@ -651,10 +856,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature of an autoregressive model (default: the shipped model's tuned value)")
     p.add_argument("--checkpoint", help="draw from this caption model instead (a file, or text2img, diffusion_base, "
-                                        "cascade)")
+                                        "cascade; with --scenes, a scenes model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cascade", action="store_true",
                    help="also draw the same captions with the diffusion cascade (Part II) and judge them alike")
+    p.add_argument("--scenes", action="store_true",
+                   help="Part III: five scene captions, each beside its swapped twin, drawn by the scenes cascade "
+                        "and labelled with the grader's verdict (OUT/scenes.png)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per stage of a diffusion model (and --cascade)")
     p.add_argument("--train", action="store_true",
                    help="train a 14×14 model from scratch for about a minute and draw from it instead")
@@ -672,6 +880,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a third of it)")
     p.add_argument("--chapter", default=None, help="grade only this chapter (00..10); others are listed, not graded")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("grammar", help="print the scenes grammar: the captions the scenes cascade reads (Part III)")
+    p.add_argument("--all", action="store_true", help="every caption of the grammar, one per line")
+    p.set_defaults(func=cmd_grammar)
     for command in _subparsers(parser)[1:]:  # every documented maximum in --help (train's: _add_config_flags)
         for action in command._actions:
             if action.dest in FLAG_SPECS and action.option_strings:

@@ -178,14 +178,25 @@ def parse_scene(text: str) -> Scene:
     grammar and the closest valid caption."""
     if not isinstance(text, str):
         raise ValueError(f"a scene caption must be a string; got {type(text).__name__}")
-    words = " ".join(split_words(text))
-    scenes = scene_captions()
-    if words in scenes:
-        return scenes[words]
-    bag = sorted(words.split())  # the same words in a valid order first ("a small dark bag": "a dark small bag")
-    closest = [c for c in scenes if sorted(c.split()) == bag] or difflib.get_close_matches(words, scenes, 1, 0.0)
-    raise ValueError(f"caption {text!r} is not in the scenes grammar; the closest valid caption is {closest[0]!r}. "
-                     f"The grammar:\n{GRAMMAR}")
+    scene = scene_captions().get(" ".join(split_words(text)))
+    if scene is None:
+        raise ValueError(f"caption {text!r} is not in the scenes grammar; the closest valid caption is "
+                         f"{closest_scene_caption(text)!r}. The grammar:\n{GRAMMAR}")
+    return scene
+
+
+def closest_scene_caption(text: str) -> str:
+    """The caption of the scenes grammar closest to `text`: for a single-garment caption of Parts I and II (or a
+    near miss, "a photo of a sneeker"), its garment alone ("a sneaker"); else the same words in a valid order if
+    there is one ("a small dark bag": "a dark small bag"), else the most similar string."""
+    words, scenes = " ".join(split_words(text)), scene_captions()
+    single = {caption: k for k in range(len(CLASS_NAMES)) for caption in all_captions(k)}
+    near = difflib.get_close_matches(words, single, 1, 0.9)
+    if near:
+        return Garment(single[near[0]]).phrase
+    bag = sorted(words.split())
+    return next((c for c in scenes if sorted(c.split()) == bag), None) or \
+        difflib.get_close_matches(words, scenes, 1, 0.0)[0]
 
 
 def vocabulary(name: str) -> list[str]:

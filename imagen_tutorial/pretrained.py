@@ -21,9 +21,15 @@ CHECKPOINT_DIR = Path(os.environ.get("IMAGEN_TUTORIAL_CHECKPOINTS",
                                      Path(__file__).resolve().parent.parent / "data" / "checkpoints"))
 
 
+def checkpoint_root(root: str | Path | None = None) -> Path:
+    """The folder of the shipped checkpoints: `root` if given, else IMAGEN_TUTORIAL_CHECKPOINTS as it is set now
+    (so a process can point itself, and the command line, at another folder), else CHECKPOINT_DIR."""
+    return Path(root or os.environ.get("IMAGEN_TUTORIAL_CHECKPOINTS") or CHECKPOINT_DIR)
+
+
 def read_manifest(root: str | Path | None = None) -> dict[str, dict]:
     """name -> entry (file, sha256, config, steps, test bits/dim, how it was trained)."""
-    path = Path(root or CHECKPOINT_DIR) / "manifest.json"
+    path = checkpoint_root(root) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; restore it with `git checkout -- data/checkpoints`")
     return json.loads(path.read_text())["checkpoints"]
@@ -39,7 +45,7 @@ def unknown_name(name: str, root: str | Path | None = None) -> str:
 
 def shipped_state(name: str, root: str | Path | None = None) -> dict:
     """The checkpoint dict of the shipped file `name`, after checking its sha256 against the manifest."""
-    root = Path(root or CHECKPOINT_DIR)
+    root = checkpoint_root(root)
     manifest = read_manifest(root)
     if name not in manifest or "file" not in manifest[name]:
         have = ", ".join(sorted(k for k, v in manifest.items() if "file" in v)) or "none yet"
@@ -64,7 +70,7 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | P
     "scenes_sr" (Denoiser, with their EMA weights), "cascade" and "scenes" (two diffusion stages as a Cascade),
     "classifier" (the judge: float images [B, 1, 28, 28] in [0, 1] -> logits [B, 10]) or "slot_classifier" (the
     scenes grader's classifier, the same network)."""
-    root = Path(root or CHECKPOINT_DIR)
+    root = checkpoint_root(root)
     manifest = read_manifest(root)
     if manifest.get(name, {}).get("kind") == "cascade":  # its entry holds the figures and names its two stages
         from .cascade import DEFAULT_GUIDANCE, Cascade

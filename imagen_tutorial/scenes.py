@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .captions import CATEGORIES, FORMS, Garment, Scene
+from .data import load_fashion_mnist
 
 SLOT = 28  # a slot's side; the canvas is SLOT × 2·SLOT
 DARK = 0.4  # a dark garment's intensity, as a fraction of the original
@@ -91,6 +92,12 @@ class Wardrobe:
         """`n` scenes of the training mix: (uint8 canvases [n, 28, 56], their captions)."""
         scenes = [draw_scene(generator, train) for _ in range(n)]
         return self.render(scenes, generator), [s.caption for s in scenes]
+
+
+def test_scenes(n: int, seed: int = 0) -> tuple[Tensor, list[str]]:
+    """`n` scenes of the training mix drawn from test garments (held-out combinations included), reproducibly from
+    `seed`: (uint8 canvases [n, 28, 56], their captions). A scenes model's test loss is measured on these."""
+    return Wardrobe(*load_fashion_mnist("test")).batch(n, torch.Generator().manual_seed(seed), train=False)
 
 
 def dress(image: Tensor, garment: Garment) -> Tensor:

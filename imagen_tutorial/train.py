@@ -48,7 +48,7 @@ from .data import (
 )
 from .grader import GRID_TWINS, twin_probe
 from .metrics import dataset_bits_per_dim, diffusion_test_loss
-from .scenes import Wardrobe
+from .scenes import Wardrobe, test_scenes
 from .viz import check_writable_folder, save_grid
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense
@@ -383,8 +383,7 @@ class Trainer:
         test images (scenes: cfg.eval_images test scenes drawn from the seed); writes a sample grid."""
         if self.test is None:
             images, labels = load_fashion_mnist("test")
-            self.test = Wardrobe(images, labels).batch(
-                self.cfg.eval_images, torch.Generator().manual_seed(self.cfg.seed), train=False) if self.scenes \
+            self.test = test_scenes(self.cfg.eval_images, self.cfg.seed) if self.scenes \
                 else (images[: self.cfg.eval_images], labels[: self.cfg.eval_images])
         if self.diffusion:
             return self.evaluate_diffusion()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import torch
@@ -138,11 +139,12 @@ def plot_scenes(images: Tensor, captions: list[str], verdicts: list | None = Non
         ax.set_axis_off()
         if i >= len(images):
             continue
-        ax.imshow(images[i, 0].detach().float().cpu().clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(images[i, 0].detach().float().cpu().clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
         title, color = captions[i], "black"
         if verdicts is not None:
             v = verdicts[i]
-            title, color = f"{title}\n{'✓' if v.passed else '✗ ' + v.reason}", "green" if v.passed else "firebrick"
+            reason = "✓" if v.passed else textwrap.fill("✗ " + v.reason, 48)  # two differences fit on two lines
+            title, color = f"{title}\n{reason}", "green" if v.passed else "firebrick"
         ax.set_title(title, fontsize=8, color=color)
     fig.tight_layout()
     return fig
