@@ -309,6 +309,7 @@ class TrainConfig(_DictMixin):
 
     batch_size: int = 64  # images per optimizer step, over all processes and accumulation micro-steps
     steps: int = 2000  # optimizer steps; the LR schedule ends here
+    stop_at: int = 0  # stop (and save) at this step, the schedule unchanged: a run to compare at step S; 0 = at steps
     max_minutes: float = 0.0  # stop (and save) after this much wall-clock time; 0 = no limit
     schedule: str = "steps"  # steps: cosine ends at `steps`; time: it ends at `max_minutes` (a wall-clock budget)
     lr: float = 2e-3
@@ -342,6 +343,8 @@ class TrainConfig(_DictMixin):
     SPECS: ClassVar[dict[str, Spec]] = {
         "batch_size": Spec(int, 1, 60_000, note="the training split has 60,000 images"),
         "steps": Spec(int, 1, MAX_TRAINING_STEPS),
+        "stop_at": Spec(int, 0, MAX_TRAINING_STEPS, note="0 = at steps; a later --resume with a larger stop_at (or "
+                                                          "0) continues the same schedule"),
         "max_minutes": Spec(float, 0, note="0 = no limit"),
         "schedule": Spec(str, choices=("steps", "time"), note="steps: the cosine ends at `steps`; time: at "
                                                               "max_minutes"),
@@ -380,6 +383,9 @@ class TrainConfig(_DictMixin):
         self._check_fields()  # each field's type and range; then the checks that read several fields
         if self.batch_size % self.accum_steps:
             _fail(f"batch_size={self.batch_size} must be divisible by accum_steps={self.accum_steps}")
+        if self.stop_at > self.steps:
+            _fail(f"stop_at={self.stop_at} is past steps={self.steps}, where the schedule ends: use stop_at <= steps "
+                  f"(0 trains to steps)")
         if self.schedule == "time" and self.max_minutes <= 0:
             _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
 
