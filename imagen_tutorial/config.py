@@ -231,6 +231,9 @@ class ModelConfig(_DictMixin):
     aspect: int = 1
     vocabulary: str = "classes"
     text_encoder: str = "cross"
+    # d_text: the diffusion text encoder's width (feed-forward 4 × d_text); 0 = d_model. Another width is projected to
+    # d_model, as Imagen projects T5's outputs to its U-Net's width: the text encoder scales apart from the denoiser.
+    d_text: int = 0
 
     PIXEL_BINS: ClassVar[int] = 32  # pixel_condition: condition values in [0, 1] are binned this finely
     SPECS: ClassVar[dict[str, Spec]] = {
@@ -253,6 +256,7 @@ class ModelConfig(_DictMixin):
         "aspect": Spec(int, 1, 4, note="2 for the two-slot scenes; diffusion only"),
         "vocabulary": Spec(str, choices=VOCABULARIES, note="scenes for the two-garment captions of Part III"),
         "text_encoder": Spec(str, choices=TEXT_ENCODERS, note="cross is Imagen's; pooled and bow are ablations"),
+        "d_text": Spec(int, 0, 4096, note="0 = d_model; diffusion models that read captions"),
     }
 
     def __post_init__(self) -> None:
@@ -278,10 +282,25 @@ class ModelConfig(_DictMixin):
         if self.text_encoder != "cross" and (self.family != "diffusion" or self.condition == "none"):
             _fail(f"text_encoder={self.text_encoder!r} is for a caption-reading diffusion model; this one is "
                   f"family={self.family!r}, condition={self.condition!r}: use text_encoder='cross'")
+        if self.d_text and (self.family != "diffusion" or self.condition not in ("caption", "caption_lowres")):
+            _fail(f"d_text={self.d_text} sets the text encoder's width of a caption-reading diffusion model; this one "
+                  f"is family={self.family!r}, condition={self.condition!r}: use d_text=0")
+        if self.d_text % self.n_heads:
+            _fail(f"d_text={self.d_text} must be a multiple of n_heads={self.n_heads} (the text encoder's heads)")
 
     @property
     def ff_width(self) -> int:
         return self.d_ff or 4 * self.d_model
+
+    @property
+    def text_width(self) -> int:
+        """The width of the diffusion text encoder (d_text, or d_model when d_text is 0)."""
+        return self.d_text or self.d_model
+
+    @property
+    def text_ff_width(self) -> int:
+        """The text encoder's feed-forward width: the denoiser's, or 4 × d_text for a text encoder of its own width."""
+        return 4 * self.d_text if self.d_text else self.ff_width
 
     @property
     def cond_image_size(self) -> int:
