@@ -27,6 +27,7 @@ import torch
 from sweeps import (
     BASE_CONFIG,
     Run,
+    canvas,
     check_same_training,
     copy_log,
     estimate_hours,
@@ -103,21 +104,20 @@ def print_targets(scores: dict[str, dict]) -> None:
 
 
 def save_grid(models: dict, classifier, steps: int, guidance: float, path: Path) -> None:
-    """GRID_TWINS (five captions, each beside its swapped twin) drawn from every model with one seed, graded: one
-    row per caption pair, the models side by side."""
+    """GRID_TWINS (five captions, each followed by its swapped twin) drawn from every model with one seed and graded:
+    a row per caption, a column per model (each verdict cut to its first reason, so that it fits its panel)."""
     scenes = [s for pair in GRID_TWINS for s in (pair, pair.twin())]
     captions = [s.caption for s in scenes]
     drawn = {name: model.generate(captions, steps=steps, guidance=guidance, generator=torch.Generator().manual_seed(0))
              for name, model in models.items()}
-    verdicts = {name: grade_images(images, scenes, classifier) for name, images in drawn.items()}
-    order = [(name, i + j) for i in range(0, len(scenes), 2) for name in models for j in (0, 1)]
+    verdicts = {name: [dataclasses.replace(v, reason="swapped" if v.swapped else v.reason.split("; ")[0])
+                       for v in grade_images(images, scenes, classifier)] for name, images in drawn.items()}
+    order = [(name, i) for i in range(len(scenes)) for name in models]
     figure = plot_scenes(torch.stack([drawn[n][i] for n, i in order]), [f"{n}: {captions[i]}" for n, i in order],
-                         [verdicts[n][i] for n, i in order], ncols=2 * len(models))
-    figure.suptitle(f"the same captions and their twins, text encoders at equal training (DDIM {steps}, guidance "
-                    f"{guidance:g}, seed 0)")
-    figure.tight_layout()
+                         [verdicts[n][i] for n, i in order], ncols=len(models))
+    figure.suptitle(f"each caption, then its swapped twin (DDIM {steps}, guidance {guidance:g}, seed 0)", y=1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=80, bbox_inches="tight")
     print(f"wrote {path}")
 
 
@@ -186,7 +186,7 @@ def grade_all(args: argparse.Namespace, runs: list[Run], folders: dict[str, Path
     ceiling = results["cross"]["ceiling"]
     print(f"\ntext encoders at step {until}: {args.per_category} captions per category ({args.per_category // 2} twin "
           f"pairs of each kind), DDIM {args.steps}, guidance {args.guidance:g}, seed {args.seed}; ± one standard "
-          f"error; ceiling: real test scenes at 14×28")
+          f"error; ceiling: real test scenes at {canvas(runs[0].model)}")
     print_scores({name: r["scores"] for name, r in results.items()}, ceiling)
     print()
     print_targets({name: r["scores"] for name, r in results.items()})
@@ -203,7 +203,8 @@ def grade_all(args: argparse.Namespace, runs: list[Run], folders: dict[str, Path
         elapsed = elapsed_at(folder / "log.jsonl", until)
         out["runs"][name] = {"config": configs[name], "folder": str(folder), "log": log,
                              "weights": str(kept_weights(folder, until)), "parameters": parameters(model[name]),
-                             "cpu_hours": None if elapsed is None else round(elapsed / 3600, 2),
+                             # the training hours its log reports at S (one thread; more where the machine was loaded)
+                             "training_hours": None if elapsed is None else round(elapsed / 3600, 2),
                              "scores": results[name]["scores"], "seconds_per_scene": results[name]["seconds_per_scene"],
                              "along_training": histories[name]}
     write_results(Path(f"bench/results/{SWEEP}.json"), out)

@@ -32,6 +32,7 @@ from pathlib import Path
 from sweeps import (
     BASE_CONFIG,
     Run,
+    canvas,
     copy_log,
     estimate_hours,
     flops_per_step,
@@ -191,7 +192,7 @@ def run_row(run: Run, lines: list[str], scores: dict) -> dict:
     return {"run": run.name, "lines": lines, "seed": run.train.seed, "steps": run.end,
             "size": {"text encoder": f"{m.d_text}x{m.n_enc_layers}", "denoiser": f"{m.d_model}x{m.n_layers}"},
             "parameters": parameters(m), "config": str(run.config), "folder": str(run.folder), "log": log,
-            "cpu_hours": round(run.progress()[1] / 3600, 2), "scores": scores, "metrics": metrics,
+            "training_hours": round(run.progress()[1] / 3600, 2), "scores": scores, "metrics": metrics,
             "along_training": twin_history(run.folder / "log.jsonl")}
 
 
@@ -205,7 +206,7 @@ def grade_all(args: argparse.Namespace, planned: list[tuple[Run, list[str]]]) ->
         rows.append(run_row(run, lines, result["scores"]))
         ceiling = result["ceiling"]
     print(f"\n{args.per_category} captions per category ({args.per_category // 2} twin pairs of each kind), DDIM "
-          f"{args.steps}, guidance {args.guidance:g}; ceiling: real test scenes at 14×28")
+          f"{args.steps}, guidance {args.guidance:g}; ceiling: real test scenes at {canvas(planned[0][0].model)}")
     names = [*CATEGORIES, "position twins", "attribute binding twins"]
     print("| run | text enc. params | denoiser params | steps | " + " | ".join(names) + " | overall |\n|---|"
           + "---|" * (len(names) + 4))

@@ -77,8 +77,9 @@ def sampling_flops(model: ModelConfig, images: int, steps: int, guidance: float)
 
 
 def flops_per_second() -> float:
-    """The rate plans assume: the scenes base's FLOPs per step over the part of SECONDS_PER_BASE_STEP they take."""
-    model, train = read_config(BASE_CONFIG)
+    """The rate plans assume: the shipped scenes base's FLOPs per step over the part of SECONDS_PER_BASE_STEP they
+    take (read from this repository's config, wherever the sweep runs)."""
+    model, train = read_config(Path(__file__).resolve().parent.parent / BASE_CONFIG)
     return flops_per_step(model, train.batch_size) / (SECONDS_PER_BASE_STEP - SECONDS_PER_STEP)
 
 
@@ -227,7 +228,7 @@ def grade(name: str, weights: Path, classifier, cache: Path, per_category: int, 
     model = load_model(weights)
     result = evaluate_scenes(model, classifier, per_category, seed, steps=steps, guidance=guidance)
     result["grading_seconds"] = round(time.perf_counter() - start, 1)
-    print(f"{name}: graded {weights} in {result['grading_seconds'] / 60:.1f} min", flush=True)
+    print(f"{name}: graded {weights} in {result['grading_seconds']:.0f} s", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"settings": settings, "result": result}, indent=1) + "\n")
     return result
@@ -240,6 +241,11 @@ def twin_history(log: Path, until: int | None = None) -> list[dict]:
     keys = ("step", "twins_position", "swapped_position", "twins_binding", "swapped_binding")
     return [{k: r[k] for k in keys} for r in read_log(log)
             if "twins_position" in r and (until is None or r["step"] <= until)]
+
+
+def canvas(model: ModelConfig) -> str:
+    """The canvas a model draws, e.g. "14×28" (the ceiling's real scenes are graded at it too)."""
+    return "×".join(map(str, model.image_shape))
 
 
 def standard_error(rate: float, n: int) -> float:

@@ -3,6 +3,7 @@ configs, dry runs, and each script end to end on tiny configs in a temporary fol
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -111,6 +112,34 @@ def test_the_committed_run_configs_are_the_plans(monkeypatch):
     bow = sweeps.read_config(ROOT / "bench/configs/encoder_ablation/bow.json")
     base = sweeps.read_config(ROOT / "configs/scenes_base.toml")
     assert bow[0].text_encoder == "bow" and bow[1] == base[1]  # the base run's training, only the encoder changed
+
+
+def record_batches(trainer: Trainer) -> list:
+    """The (images, caption tokens, dropped) batches the trainer draws from now on."""
+    batches, draw = [], trainer.next_batch
+
+    def next_batch():
+        batches.append(draw())
+        return batches[-1]
+
+    trainer.next_batch = next_batch
+    return batches
+
+
+def test_every_text_encoder_trains_on_the_same_scenes_times_and_noise(tiny_repo):
+    model, train = sweeps.read_config("configs/scenes_base.toml")
+    seen = {}
+    for encoder in ("cross", "pooled", "bow"):
+        trainer = Trainer(dataclasses.replace(model, text_encoder=encoder), train, encoder)
+        batches = record_batches(trainer)
+        for _ in range(2):
+            trainer.train_step()
+        seen[encoder] = batches, torch.get_rng_state()  # the RNG that draws t and the noise, after two steps
+    for encoder in ("pooled", "bow"):
+        for (a, b) in zip(seen["cross"][0], seen[encoder][0], strict=True):
+            for x, y in zip(a, b, strict=True):  # images, caption tokens, dropped captions
+                assert torch.equal(x, y), encoder
+        assert torch.equal(seen["cross"][1], seen[encoder][1]), encoder
 
 
 def test_a_changed_config_file_is_refused_not_overwritten(tiny_repo):
