@@ -29,6 +29,7 @@ from sweeps import (
     Run,
     canvas,
     check_same_training,
+    check_sweep_arguments,
     copy_log,
     estimate_hours,
     grade,
@@ -40,6 +41,7 @@ from sweeps import (
     run_main,
     sampling_flops,
     standard_error,
+    sweep_parser,
     train_runs,
     training_hours,
     twin_history,
@@ -122,27 +124,17 @@ def save_grid(models: dict, classifier, steps: int, guidance: float, path: Path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep_parser(__doc__, sampling_steps=50)
     parser.add_argument("--until", type=int, default=6000, help="the step S the three are compared at (a multiple of "
                                                                 "the base run's keep_every)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and the base run's twin probes only")
-    parser.add_argument("--minutes", type=float, default=0.0, help="train each run at most this much more in this call "
-                                                                   "(0 = to S)")
-    parser.add_argument("--grade-only", action="store_true", help="train nothing; grade when all three are at S")
     parser.add_argument("--cross", type=Path, default=Path("runs/scenes_base"), help="the base run's folder")
-    parser.add_argument("--per-category", type=int, default=200, help="captions per category (half as many twin "
-                                                                      "pairs of each kind)")
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0, help="the evaluation captions' and samples' seed")
     args = parser.parse_args(argv)
+    check_sweep_arguments(args)
     _, base = read_config(BASE_CONFIG)
     until = check_value("--until", args.until, int, low=1, high=base.steps)
     if base.keep_every == 0 or until % base.keep_every:
         raise ValueError(f"--until={until} must be a multiple of keep_every={base.keep_every} in {BASE_CONFIG}: the "
                          f"base run keeps its weights only at those steps")
-    check_value("--minutes", args.minutes, float, low=0)
-    check_value("--per-category", args.per_category, int, low=2, high=5000)
     runs = ablation_runs(until)
     cross_status = check_cross(args.cross, runs)
 

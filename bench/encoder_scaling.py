@@ -33,6 +33,7 @@ from sweeps import (
     BASE_CONFIG,
     Run,
     canvas,
+    check_sweep_arguments,
     copy_log,
     estimate_hours,
     flops_per_step,
@@ -44,6 +45,7 @@ from sweeps import (
     run_main,
     sampling_flops,
     steps_for_budget,
+    sweep_parser,
     train_runs,
     twin_history,
     write_results,
@@ -145,22 +147,12 @@ def plot(summary: list[dict], ceiling: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sweep_parser(__doc__, sampling_steps=25)
     parser.add_argument("--budget", type=float, default=1200, help="training compute per run, in steps of the scenes "
                                                                    "base (configs/scenes_base.toml)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan only")
-    parser.add_argument("--minutes", type=float, default=0.0, help="train each run at most this much more in this "
-                                                                   "call (0 = to its end)")
-    parser.add_argument("--grade-only", action="store_true", help="train nothing; grade when every run is done")
-    parser.add_argument("--per-category", type=int, default=200, help="captions per category (half as many twin "
-                                                                      "pairs of each kind)")
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0, help="the evaluation captions' and samples' seed")
     args = parser.parse_args(argv)
+    check_sweep_arguments(args)
     check_value("--budget", args.budget, float, low=0, low_open=True)
-    check_value("--minutes", args.minutes, float, low=0)
-    check_value("--per-category", args.per_category, int, low=2, high=5000)
     planned = scaling_runs(args.budget)
     runs = [run for run, _ in planned]
     grading = sum(sampling_flops(r.model, 8 * args.per_category, args.steps, args.guidance) for r in runs)

@@ -11,6 +11,7 @@ training (log.jsonl) say when order was learned.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -25,7 +26,7 @@ import tomllib
 import torch
 
 from imagen_tutorial.checkpoint import CheckpointError, build_model, file_sha256, load_checkpoint, load_model
-from imagen_tutorial.config import ModelConfig, TrainConfig
+from imagen_tutorial.config import SAMPLING_SPECS, ModelConfig, TrainConfig, check_value
 from imagen_tutorial.grader import evaluate_scenes
 from imagen_tutorial.train import FIXED_ON_RESUME, SCHEDULE_FIELDS, Trainer
 from imagen_tutorial.viz import read_log
@@ -299,6 +300,28 @@ def write_results(path: Path, results: dict) -> None:
     path.write_text(json.dumps({**results, "command": " ".join(["python", *sys.argv]),
                                 "threads": torch.get_num_threads()}, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+def sweep_parser(doc: str, sampling_steps: int) -> argparse.ArgumentParser:
+    """The flags every sweep takes: the plan only, a time limit per call, grading only, and the grading settings."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan only: train and grade nothing")
+    parser.add_argument("--minutes", type=float, default=0.0, help="train each run at most this much more in this "
+                                                                   "call (0 = to its end)")
+    parser.add_argument("--grade-only", action="store_true", help="train nothing; grade when every run is done")
+    parser.add_argument("--per-category", type=int, default=200, help="captions per category (half as many twin "
+                                                                      "pairs of each kind)")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, default=sampling_steps, help="DDIM steps")
+    parser.add_argument("--seed", type=int, default=0, help="the evaluation captions' and samples' seed")
+    return parser
+
+
+def check_sweep_arguments(args: argparse.Namespace) -> None:
+    check_value("--minutes", args.minutes, float, low=0)
+    check_value("--per-category", args.per_category, int, low=2, high=5000)
+    for name in ("guidance", "steps"):
+        SAMPLING_SPECS[name].check(f"--{name}", getattr(args, name))
 
 
 def run_main(main) -> None:
