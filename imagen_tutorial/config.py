@@ -231,6 +231,9 @@ class ModelConfig(_DictMixin):
     aspect: int = 1
     vocabulary: str = "classes"
     text_encoder: str = "cross"
+    # d_text: the diffusion text encoder's width (feed-forward 4 × d_text); 0 = d_model. Another width is projected to
+    # d_model, as Imagen projects T5's outputs to its U-Net's width: the text encoder scales apart from the denoiser.
+    d_text: int = 0
 
     PIXEL_BINS: ClassVar[int] = 32  # pixel_condition: condition values in [0, 1] are binned this finely
     SPECS: ClassVar[dict[str, Spec]] = {
@@ -253,6 +256,7 @@ class ModelConfig(_DictMixin):
         "aspect": Spec(int, 1, 4, note="2 for the two-slot scenes; diffusion only"),
         "vocabulary": Spec(str, choices=VOCABULARIES, note="scenes for the two-garment captions of Part III"),
         "text_encoder": Spec(str, choices=TEXT_ENCODERS, note="cross is Imagen's; pooled and bow are ablations"),
+        "d_text": Spec(int, 0, 4096, note="0 = d_model; diffusion models that read captions"),
     }
 
     def __post_init__(self) -> None:
@@ -278,10 +282,25 @@ class ModelConfig(_DictMixin):
         if self.text_encoder != "cross" and (self.family != "diffusion" or self.condition == "none"):
             _fail(f"text_encoder={self.text_encoder!r} is for a caption-reading diffusion model; this one is "
                   f"family={self.family!r}, condition={self.condition!r}: use text_encoder='cross'")
+        if self.d_text and (self.family != "diffusion" or self.condition not in ("caption", "caption_lowres")):
+            _fail(f"d_text={self.d_text} sets the text encoder's width of a caption-reading diffusion model; this one "
+                  f"is family={self.family!r}, condition={self.condition!r}: use d_text=0")
+        if self.d_text % self.n_heads:
+            _fail(f"d_text={self.d_text} must be a multiple of n_heads={self.n_heads} (the text encoder's heads)")
 
     @property
     def ff_width(self) -> int:
         return self.d_ff or 4 * self.d_model
+
+    @property
+    def text_width(self) -> int:
+        """The width of the diffusion text encoder (d_text, or d_model when d_text is 0)."""
+        return self.d_text or self.d_model
+
+    @property
+    def text_ff_width(self) -> int:
+        """The text encoder's feed-forward width: the denoiser's, or 4 × d_text for a text encoder of its own width."""
+        return 4 * self.d_text if self.d_text else self.ff_width
 
     @property
     def cond_image_size(self) -> int:
@@ -309,6 +328,7 @@ class TrainConfig(_DictMixin):
 
     batch_size: int = 64  # images per optimizer step, over all processes and accumulation micro-steps
     steps: int = 2000  # optimizer steps; the LR schedule ends here
+    stop_at: int = 0  # stop (and save) at this step, the schedule unchanged: a run to compare at step S; 0 = at steps
     max_minutes: float = 0.0  # stop (and save) after this much wall-clock time; 0 = no limit
     schedule: str = "steps"  # steps: cosine ends at `steps`; time: it ends at `max_minutes` (a wall-clock budget)
     lr: float = 2e-3
@@ -342,6 +362,8 @@ class TrainConfig(_DictMixin):
     SPECS: ClassVar[dict[str, Spec]] = {
         "batch_size": Spec(int, 1, 60_000, note="the training split has 60,000 images"),
         "steps": Spec(int, 1, MAX_TRAINING_STEPS),
+        "stop_at": Spec(int, 0, MAX_TRAINING_STEPS, note="0 = at steps; a later --resume with a larger stop_at (or "
+                                                          "0) continues the same schedule"),
         "max_minutes": Spec(float, 0, note="0 = no limit"),
         "schedule": Spec(str, choices=("steps", "time"), note="steps: the cosine ends at `steps`; time: at "
                                                               "max_minutes"),
@@ -380,6 +402,9 @@ class TrainConfig(_DictMixin):
         self._check_fields()  # each field's type and range; then the checks that read several fields
         if self.batch_size % self.accum_steps:
             _fail(f"batch_size={self.batch_size} must be divisible by accum_steps={self.accum_steps}")
+        if self.stop_at > self.steps:
+            _fail(f"stop_at={self.stop_at} is past steps={self.steps}, where the schedule ends: use stop_at <= steps "
+                  f"(0 trains to steps)")
         if self.schedule == "time" and self.max_minutes <= 0:
             _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
 

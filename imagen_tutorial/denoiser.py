@@ -57,10 +57,13 @@ class Denoiser(nn.Module):
         self.pos_emb = nn.Parameter(torch.randn(self.tokens_per_image, d) * 0.02)  # the time token, the patches
         self.time_mlp = _mlp(d)
         self.aug_mlp = _mlp(d) if self.reads_lowres else None
+        self.text_proj = None
         if self.reads_caption:  # bow: a bag of words; pooled and cross: the course's Transformer encoder
-            vocab, pad = self.tokenizer.vocab_size, self.tokenizer.pad_id
-            self.encoder = BagOfWords(vocab, d, pad) if c.text_encoder == "bow" else TextEncoder(
-                vocab, c.max_caption_len, d, c.n_heads, c.n_enc_layers, c.ff_width, c.dropout, pad)
+            vocab, pad, w = self.tokenizer.vocab_size, self.tokenizer.pad_id, c.text_width
+            self.encoder = BagOfWords(vocab, w, pad) if c.text_encoder == "bow" else TextEncoder(
+                vocab, c.max_caption_len, w, c.n_heads, c.n_enc_layers, c.text_ff_width, c.dropout, pad)
+            if w != d:  # a text encoder of its own width (d_text) is read through a projection to the denoiser's
+                self.text_proj = nn.Linear(w, d)
             self.pool = nn.Linear(d, d)
 
         def block() -> DecoderBlock:
@@ -96,6 +99,8 @@ class Denoiser(nn.Module):
         if not self.reads_caption:
             return None, None, None
         memory, mask = self.encoder(drop_captions(tokens, drop, self.tokenizer.pad_id, self.tokenizer.bos_id))
+if self.text_proj is not None:
+            memory = self.text_proj(memory)  # (B, S, d_text) -> (B, S, d)
         pooled = mean_pool(memory, mask)  # the mean over real tokens
         return (memory, mask, pooled) if self.cross else (None, None, pooled)
 
@@ -131,12 +136,17 @@ class Denoiser(nn.Module):
         return self.denoise(x_t, t, memory, mask, pooled, lowres, aug_level)
 
     def flops_per_image(self, cond_len: int = 0, training: bool = True) -> float:
-        """Matmul FLOPs for one image (2 per multiply-add; ×3 for forward + backward), as for ImageTransformer."""
-        c, T, S = self.config, self.tokens_per_image, cond_len if self.cross else 0
-        d, f = c.d_model, c.ff_width
+        """Matmul FLOPs for one image (2 per multiply-add; ×3 for forward + backward), as for ImageTransformer.
+        cond_len: caption tokens; the Transformer text encoder reads them (cross and pooled), and the blocks
+        cross-attend to them (cross)."""
+        c, T = self.config, self.tokens_per_image
+        S = cond_len if self.cross else 0  # the words the blocks cross-attend to
+        E = cond_len if self.reads_caption and c.text_encoder != "bow" else 0  # the words the Transformer reads
+        d, f, w, g = c.d_model, c.ff_width, c.text_width, c.text_ff_width
         layer = T * (4 * d * d + 2 * d * f) + 2 * T * T * d + (S > 0) * (2 * d * d * (T + S) + 2 * T * S * d)
-        enc = c.n_enc_layers * (S * (4 * d * d + 2 * d * f) + 2 * S * S * d)
-        forward = 2 * (c.n_layers * layer + (c.n_layers // 2) * T * 2 * d * d + enc)
+        enc = c.n_enc_layers * (E * (4 * w * w + 2 * w * g) + 2 * E * E * w)
+        proj = cond_len * w * d if self.text_proj is not None else 0
+        forward = 2 * (c.n_layers * layer + (c.n_layers // 2) * T * 2 * d * d + enc + proj)
         return forward * (3 if training else 1)
 
     # ------------------------------------------------------------ inputs, the loss and sampling

@@ -542,6 +542,10 @@ class Trainer:
         if self.step >= self.cfg.steps:
             raise ValueError(f"checkpoint {path} is already at step {self.step} and steps={self.cfg.steps}: nothing "
                              f"is left to train. Raise --steps to continue (the cosine then ends at the new steps).")
+        if self.step >= self.cfg.stop_at > 0:
+            raise ValueError(f"checkpoint {path} is already at step {self.step} and stop_at={self.cfg.stop_at}: "
+                             f"nothing is left to train. Raise --stop-at (up to steps={self.cfg.steps}; 0 = to the "
+                             f"end) to continue the same schedule.")
         changed = {k: [saved[k], now[k]] for k in SCHEDULE_FIELDS if not same(saved[k], now[k])}
         history = list(saved["extra"].get("resumed", [])) if isinstance(saved["extra"], dict) else []
         if changed:
@@ -599,7 +603,7 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
 
     def run(self) -> dict:
-        """Train until cfg.steps (or cfg.max_minutes); returns a summary of the last logged figures.
+        """Train until cfg.steps (or cfg.stop_at, or cfg.max_minutes); returns a summary of the last logged figures.
 
         Ctrl-C (SIGINT) stops after the current step: that step is saved if it is good, and TrainingInterrupted
         says which step the kept checkpoint holds and how to continue. A second Ctrl-C stops at once and keeps the
@@ -661,7 +665,8 @@ class Trainer:
         flops = self.model.flops_per_image(cond_len)  # training FLOPs per image (chapter 05 derives it)
         peak = self.peak_flops()
         quiet = not cfg.progress or self.rank != 0 or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-        bar = self._bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet,
+        end = cfg.stop_at or cfg.steps  # stop_at ends the run early; the schedule still runs to cfg.steps
+        bar = self._bar = tqdm(total=end, initial=self.step, disable=quiet,
                    desc="training", unit="step", dynamic_ncols=True)
         summary: dict = {"step": self.step}
         losses: list[torch.Tensor] = []
@@ -669,7 +674,7 @@ class Trainer:
         elapsed0 = self.elapsed
         saved_at = self.elapsed  # for ckpt_minutes
         self._time_schedule_lr()
-        while self.step < cfg.steps:
+        while self.step < end:
             loss, norm = self.train_step()
             losses.append(loss)
             self._unsaved_losses.append(loss)  # save() checks them
@@ -684,7 +689,7 @@ class Trainer:
                 self.elapsed = flags[2].item()  # one clock for all, so schedule="time" gives every rank one lr
                 self._stop_requested = bool(flags[3].item())
             self._time_schedule_lr()
-            done = self.step >= cfg.steps or out_of_time
+            done = self.step >= end or out_of_time
             if self.step % cfg.log_every == 0 or done or self.step % cfg.ckpt_every == 0:
                 mean = torch.stack(losses).mean().item()  # one device sync per log interval
                 if not math.isfinite(mean):

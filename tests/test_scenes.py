@@ -33,10 +33,12 @@ def wardrobe(train_slice):
     return Wardrobe(*train_slice)
 
 
-def tiny_scenes_denoiser(text_encoder: str = "cross", condition: str = "caption", seed: int = 0) -> Denoiser:
+def tiny_scenes_denoiser(text_encoder: str = "cross", condition: str = "caption", seed: int = 0,
+                         **overrides) -> Denoiser:
     values = dict(family="diffusion", image_size=4, aspect=2, vocabulary="scenes", max_caption_len=17,
                   text_encoder=text_encoder, condition=condition, d_model=32, n_heads=4, n_layers=3, n_enc_layers=1,
                   patch_size=2)
+    values.update(overrides)
     if condition == "caption_lowres":
         values.update(image_size=8, cond_size=4)
     torch.manual_seed(seed)
@@ -250,6 +252,37 @@ def test_text_encoder_variants_need_a_caption_reading_diffusion_model():
         ModelConfig(text_encoder="bow")
     with pytest.raises(ValueError, match="aspect=2 needs family='diffusion'"):
         ModelConfig(aspect=2)
+
+
+def test_a_text_encoder_of_its_own_width_is_projected_to_the_denoisers_width():
+    model = tiny_scenes_denoiser(d_text=64, n_enc_layers=2)
+    assert model.encoder.token_emb.weight.shape[1] == 64 and model.encoder.blocks[0].ff.net[0].out_features == 256
+    assert (model.text_proj.in_features, model.text_proj.out_features) == (64, 32)
+    memory, mask, pooled = model.encode(model.prepare_captions(["a bag to the left of a sneaker"]))
+    assert memory.shape == (1, 17, 32) and pooled.shape == (1, 32)
+    assert tiny_scenes_denoiser().text_proj is None  # d_text=0: the denoiser's width, the same weights as before
+    assert "text_proj.weight" not in tiny_scenes_denoiser(d_text=32).state_dict()
+
+
+def test_d_text_needs_a_caption_reading_diffusion_model_and_whole_heads():
+    with pytest.raises(ValueError, match="d_text=64 sets the text encoder's width of a caption-reading diffusion"):
+        ModelConfig(d_text=64)
+    with pytest.raises(ValueError, match="d_text=30 must be a multiple of n_heads=4"):
+        tiny_scenes_denoiser(d_text=30)
+
+
+@pytest.mark.parametrize("variant", [dict(text_encoder="cross"), dict(text_encoder="pooled", n_enc_layers=2),
+                                     dict(text_encoder="bow"), dict(d_text=64, n_enc_layers=2)])
+def test_flops_per_image_counts_the_multiplications_of_the_forward_pass(variant):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_scenes_denoiser(**variant)
+    tokens = model.prepare_captions(["a bag to the left of a sneaker"])
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # attention as countable matmuls
+        model(torch.randn(1, 1, 4, 8), torch.rand(1), tokens)
+    formula = model.flops_per_image(tokens.size(1), training=False)
+    assert formula == pytest.approx(counter.get_total_flops(), rel=0.05)  # the rest: time MLP, pool, head
 
 
 def _scenes_trainer(path, resume=False, **overrides):

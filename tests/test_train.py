@@ -112,6 +112,27 @@ def test_keep_every_keeps_the_ema_weights_at_those_steps(tmp_path, train_slice):
         assert_close(last["model"][name].float(), tensor.half().float(), rtol=0, atol=0)
 
 
+def test_stop_at_ends_the_run_early_on_the_same_schedule(tmp_path, train_slice):
+    straight = Trainer(tiny_config(), _train_config(), tmp_path / "a", data=train_slice)
+    straight.run()
+    stopped = Trainer(tiny_config(), _train_config(stop_at=3), tmp_path / "b", data=train_slice)
+    stopped.run()
+    assert stopped.step == 3 and load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    assert stopped.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * lr_factor(3, _train_config()))
+    Trainer(tiny_config(), _train_config(), tmp_path / "b", resume=True, data=train_slice).run()  # on to steps
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for name, tensor in a["model"].items():  # stopping at 3 and resuming is the straight 6-step run
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_stop_at_must_lie_within_the_schedule_and_ahead_of_a_resumed_run(tmp_path, train_slice):
+    with pytest.raises(ValueError, match="stop_at=7 is past steps=6, where the schedule ends"):
+        _train_config(stop_at=7)
+    Trainer(tiny_config(), _train_config(stop_at=3), tmp_path, data=train_slice).run()
+    with pytest.raises(ValueError, match="already at step 3 and stop_at=3: nothing is left to train. Raise --stop-at"):
+        Trainer(tiny_config(), _train_config(stop_at=3), tmp_path, resume=True, data=train_slice)
+
+
 def test_resume_with_another_model_config_names_the_fields(tmp_path, train_slice):
     trainer = Trainer(tiny_config(), _train_config(), tmp_path, data=train_slice)
     trainer.save()
