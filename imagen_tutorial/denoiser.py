@@ -99,7 +99,7 @@ class Denoiser(nn.Module):
         if not self.reads_caption:
             return None, None, None
         memory, mask = self.encoder(drop_captions(tokens, drop, self.tokenizer.pad_id, self.tokenizer.bos_id))
-if self.text_proj is not None:
+        if self.text_proj is not None:
             memory = self.text_proj(memory)  # (B, S, d_text) -> (B, S, d)
         pooled = mean_pool(memory, mask)  # the mean over real tokens
         return (memory, mask, pooled) if self.cross else (None, None, pooled)
