@@ -206,7 +206,7 @@ class Denoiser(nn.Module):
                 lowres = F.interpolate(images, size=self.config.cond_shape, mode="area")
             aug = torch.rand(images.size(0), device=images.device) * aug_max
             extra.update(lowres=self.lowres_input(lowres, aug), aug_level=aug)
-        return diffusion.diffusion_loss(net or self, x0, self.config.prediction, **extra)
+        return diffusion.diffusion_loss(self if net is None else net, x0, self.config.prediction, **extra)
 
     @torch.no_grad()
     def generate(self, captions=None, lowres: Tensor | None = None, aug_level: float = 0.2, steps: int = 50,
