@@ -302,26 +302,36 @@ def write_results(path: Path, results: dict) -> None:
     print(f"wrote {path}")
 
 
-def sweep_parser(doc: str, sampling_steps: int) -> argparse.ArgumentParser:
-    """The flags every sweep takes: the plan only, a time limit per call, grading only, and the grading settings."""
+def grading_parser(doc: str, sampling_steps: int, per_category: int = 200) -> argparse.ArgumentParser:
+    """The flags of every script that grades scenes models with `grade`: the grading settings."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="print the plan only: train and grade nothing")
-    parser.add_argument("--minutes", type=float, default=0.0, help="train each run at most this much more in this "
-                                                                   "call (0 = to its end)")
-    parser.add_argument("--grade-only", action="store_true", help="train nothing; grade when every run is done")
-    parser.add_argument("--per-category", type=int, default=200, help="captions per category (half as many twin "
-                                                                      "pairs of each kind)")
+    parser.add_argument("--per-category", type=int, default=per_category, help="captions per category (half as "
+                                                                              "many twin pairs of each kind)")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--steps", type=int, default=sampling_steps, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0, help="the evaluation captions' and samples' seed")
     return parser
 
 
-def check_sweep_arguments(args: argparse.Namespace) -> None:
-    check_value("--minutes", args.minutes, float, low=0)
+def sweep_parser(doc: str, sampling_steps: int) -> argparse.ArgumentParser:
+    """The flags every sweep takes: the plan only, a time limit per call, grading only, and the grading settings."""
+    parser = grading_parser(doc, sampling_steps)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan only: train and grade nothing")
+    parser.add_argument("--minutes", type=float, default=0.0, help="train each run at most this much more in this "
+                                                                   "call (0 = to its end)")
+    parser.add_argument("--grade-only", action="store_true", help="train nothing; grade when every run is done")
+    return parser
+
+
+def check_grading_arguments(args: argparse.Namespace) -> None:
     check_value("--per-category", args.per_category, int, low=2, high=5000)
     for name in ("guidance", "steps"):
         SAMPLING_SPECS[name].check(f"--{name}", getattr(args, name))
+
+
+def check_sweep_arguments(args: argparse.Namespace) -> None:
+    check_value("--minutes", args.minutes, float, low=0)
+    check_grading_arguments(args)
 
 
 def run_main(main) -> None:

@@ -224,3 +224,36 @@ def test_grading_is_kept_and_read_back_for_the_same_weights_and_settings(tiny_re
         sweeps.grade("run", Path("run/checkpoint.pt"), None, Path("grades/run.json"), **settings)
     sweeps.grade("run", Path("run/checkpoint.pt"), None, Path("grades/run.json"), **{**settings, "steps": 3})
     assert len(calls) == 2
+
+
+def test_progress_grades_every_kept_step_once_and_writes_a_table_plot_and_json(tiny_repo, quick_evaluations,
+                                                                              monkeypatch, capsys):
+    import scenes_progress
+
+    model, train = sweeps.read_config("configs/scenes_base.toml")
+    Trainer(model, train, "runs/scenes_base").run()  # keeps its weights at steps 2 and 4
+    names = [*CATEGORIES, "position twins", "attribute binding twins"]
+    calls = []
+
+    def evaluate(model, classifier, per_category, seed, **sampling):
+        calls.append(per_category)
+        rate = 0.25 * len(calls)  # the later step reads better
+        return {"scores": {n: {"rate": rate, "n": 2, "swapped": 0.0} for n in names},
+                "ceiling": {n: {"rate": 0.9, "n": 2, "swapped": 0.0} for n in names}}
+
+    monkeypatch.setattr(sweeps, "evaluate_scenes", evaluate)
+    for _ in range(2):  # the second call reads every grade back
+        scenes_progress.main(["--per-category", "2", "--steps", "2"])
+    assert calls == [2, 2]
+    out = capsys.readouterr().out
+    assert "| 2 | 0.250 |" in out and "| 4 | 0.500 |" in out and "| ceiling | 0.900 |" in out
+    results = json.loads(Path("bench/results/scenes_progress_scenes_base.json").read_text())
+    assert list(results["steps"]) == ["2", "4"] and results["steps"]["4"]["scores"]["position"]["rate"] == 0.5
+    assert Path("bench/results/scenes_progress_scenes_base.png").is_file() and Path(results["log"]).is_file()
+
+
+def test_progress_of_a_run_without_kept_weights_says_how_to_get_them(tiny_repo):
+    import scenes_progress
+
+    with pytest.raises(ValueError, match="holds no kept weights .* train it with keep_every > 0"):
+        scenes_progress.main(["--run", "runs/nothing"])
