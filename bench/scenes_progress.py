@@ -58,12 +58,12 @@ def plot_progress(grades: dict[int, dict], title: str, path: Path) -> None:
 
     ceiling = next(iter(grades.values()))["ceiling"]
     steps = list(grades)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for name in ceiling:
         line, = ax.plot(steps, [grades[s]["scores"][name]["rate"] for s in steps], marker="o", label=name)
         ax.axhline(ceiling[name]["rate"], color=line.get_color(), linestyle=":", linewidth=1)
     ax.set(xlabel="training step", ylabel="rate (dotted: the ceiling on real scenes)", ylim=(0, 1), title=title)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the lines
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
