@@ -53,6 +53,7 @@ from imagen_tutorial.checkpoint import check_config, load_checkpoint, load_model
 from imagen_tutorial.config import check_value
 from imagen_tutorial.grader import GRID_TWINS
 from imagen_tutorial.grader import grade as grade_images
+from imagen_tutorial.train import kept_weights_file
 from imagen_tutorial.viz import plot_scenes, read_log
 
 ENCODERS = ("bow", "pooled")  # trained here; "cross" is the base run
@@ -64,10 +65,6 @@ def ablation_runs(until: int) -> list[Run]:
     model, train = read_config(BASE_CONFIG)
     return [Run(encoder, dataclasses.replace(model, text_encoder=encoder), train, Path("runs") / SWEEP / encoder,
                 Path("bench/configs") / SWEEP / f"{encoder}.json", until=until) for encoder in ENCODERS]
-
-
-def kept_weights(folder: Path, step: int) -> Path:
-    return folder / f"weights_step{step:06d}.pt"
 
 
 def check_cross(cross: Path, runs: list[Run]) -> str:
@@ -146,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
           f"compared with the cross-attention base run at step {until}\n")
     print_plan(runs, [("cross", f"{parameters(dataclasses.replace(runs[0].model, text_encoder='cross'))['total']:,} "
                                 f"parameters: the base run in {args.cross}, {cross_status}; its weights at step "
-                                f"{until}: {kept_weights(args.cross, until)}")])
+                                f"{until}: {kept_weights_file(args.cross, until)}")])
     others = ", ".join(f"S = {s}: {sum(training_hours(r, s) for r in runs):.1f} CPU-h"
                        for s in range(2 * base.keep_every, base.steps + 1, 2 * base.keep_every))
     print(f"\nestimated CPU-hours on one thread: training {hours['train']:.1f} ({hours['left']:.1f} left), grading "
@@ -160,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.grade_only:
         train_runs(runs, args.minutes)
     folders = {"cross": args.cross, **{r.name: r.folder for r in runs}}
-    missing = [f"{name} ({kept_weights(folder, until)})" for name, folder in folders.items()
-               if not kept_weights(folder, until).is_file()]
+    missing = [f"{name} ({kept_weights_file(folder, until)})" for name, folder in folders.items()
+               if not kept_weights_file(folder, until).is_file()]
     if missing:
         print(f"\nnot graded yet: no weights at step {until} for {', '.join(missing)}; run this again when they exist")
         return
@@ -172,7 +169,7 @@ def grade_all(args: argparse.Namespace, runs: list[Run], folders: dict[str, Path
     """Grade the three at step `until`, print the tables, draw the grid, write the results and copy the logs."""
     classifier = load_pretrained("slot_classifier")
     settings = dict(per_category=args.per_category, seed=args.seed, steps=args.steps, guidance=args.guidance)
-    results = {name: grade(name, kept_weights(folder, until), classifier,
+    results = {name: grade(name, kept_weights_file(folder, until), classifier,
                            Path("runs") / SWEEP / "grades" / f"{name}_step{until:06d}.json", **settings)
                for name, folder in folders.items()}
     ceiling = results["cross"]["ceiling"]
@@ -185,7 +182,7 @@ def grade_all(args: argparse.Namespace, runs: list[Run], folders: dict[str, Path
     histories = {name: twin_history(folder / "log.jsonl", until) for name, folder in folders.items()}
     print("\nswapped twins along training (the runs' periodic twin probes, 20 pairs each: right / swapped):")
     print_history(histories)
-    save_grid({name: load_model(kept_weights(folder, until)) for name, folder in folders.items()}, classifier,
+    save_grid({name: load_model(kept_weights_file(folder, until)) for name, folder in folders.items()}, classifier,
               args.steps, args.guidance, Path(f"bench/results/{SWEEP}.png"))
     configs = {"cross": str(BASE_CONFIG), **{r.name: str(r.config) for r in runs}}
     model = {r.name: r.model for r in runs} | {"cross": dataclasses.replace(runs[0].model, text_encoder="cross")}
@@ -194,7 +191,7 @@ def grade_all(args: argparse.Namespace, runs: list[Run], folders: dict[str, Path
         log = copy_log(folder / "log.jsonl", Path("bench/results") / SWEEP / f"{name}.log.jsonl")
         elapsed = elapsed_at(folder / "log.jsonl", until)
         out["runs"][name] = {"config": configs[name], "folder": str(folder), "log": log,
-                             "weights": str(kept_weights(folder, until)), "parameters": parameters(model[name]),
+                             "weights": str(kept_weights_file(folder, until)), "parameters": parameters(model[name]),
                              # the training hours its log reports at S (one thread; more where the machine was loaded)
                              "training_hours": None if elapsed is None else round(elapsed / 3600, 2),
                              "scores": results[name]["scores"], "seconds_per_scene": results[name]["seconds_per_scene"],

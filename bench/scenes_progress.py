@@ -14,7 +14,6 @@ which garment, where it goes and which one is dark.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from sweeps import (
@@ -29,14 +28,7 @@ from sweeps import (
 )
 
 from imagen_tutorial.pretrained import load_pretrained
-
-KEPT = re.compile(r"weights_step(\d+)\.pt")
-
-
-def kept_weights(run: Path) -> dict[int, Path]:
-    """The weights a run kept along training, by step (TrainConfig.keep_every)."""
-    found = {int(m.group(1)): p for p in run.glob("weights_step*.pt") if (m := KEPT.fullmatch(p.name))}
-    return dict(sorted(found.items()))
+from imagen_tutorial.train import kept_weights
 
 
 def print_progress(grades: dict[int, dict]) -> None:

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -66,6 +67,18 @@ class TrainingInterrupted(KeyboardInterrupt):
 FIXED_ON_RESUME = ("batch_size", "accum_steps", "seed", "train_images", "data")
 # On resume these are applied to the optimizer and the LR schedule from the resumed step on.
 SCHEDULE_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "steps", "weight_decay", "betas", "schedule", "max_minutes")
+
+
+def kept_weights_file(out: str | Path, step: int) -> Path:
+    """Where a run in `out` keeps its sampling weights at `step` (TrainConfig.keep_every): OUT/weights_step<N>.pt."""
+    return Path(out) / f"weights_step{step:06d}.pt"
+
+
+def kept_weights(out: str | Path) -> dict[int, Path]:
+    """Every weights file a run in `out` kept along training, by step, in order."""
+    found = {int(m.group(1)): p for p in Path(out).glob("weights_step*.pt")
+             if (m := re.fullmatch(r"weights_step(\d+)\.pt", p.name))}
+    return dict(sorted(found.items()))
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -381,10 +394,11 @@ class Trainer:
     def evaluate(self) -> float:
         """Test bits/dim (diffusion: the test loss, with the EMA weights) on the first cfg.eval_images official
         test images (scenes: cfg.eval_images test scenes drawn from the seed); writes a sample grid."""
-        if self.test is None:
+        if self.test is None and self.scenes:
+            self.test = test_scenes(self.cfg.eval_images, self.cfg.seed)
+        elif self.test is None:
             images, labels = load_fashion_mnist("test")
-            self.test = test_scenes(self.cfg.eval_images, self.cfg.seed) if self.scenes \
-                else (images[: self.cfg.eval_images], labels[: self.cfg.eval_images])
+            self.test = images[: self.cfg.eval_images], labels[: self.cfg.eval_images]
         if self.diffusion:
             return self.evaluate_diffusion()
         bpd = dataset_bits_per_dim(self.model, *self.test).mean().item()
@@ -457,7 +471,7 @@ class Trainer:
         """Write the weights that sample (the EMA if on), fp16 and without the optimizer, to
         OUT/weights_step<N>.pt: the same run at several steps, for comparisons along training. load_model reads
         them."""
-        path = self.out / f"weights_step{self.step:06d}.pt"
+        path = kept_weights_file(self.out, self.step)
         if self.rank == 0:
             export_model(self.ema or self.model, path, half=True, steps=self.step)
         return path
