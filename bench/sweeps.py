@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
 import torch
 
+from imagen_tutorial.__main__ import read_config_file
 from imagen_tutorial.checkpoint import CheckpointError, build_model, file_sha256, load_checkpoint, load_model
 from imagen_tutorial.config import SAMPLING_SPECS, ModelConfig, TrainConfig, check_value
 from imagen_tutorial.grader import evaluate_scenes
@@ -46,9 +46,7 @@ TWIN_PROBE_IMAGES, TWIN_PROBE_STEPS = 80, 25  # grader.twin_probe: 20 pairs of e
 
 def read_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
     """The (model, train) configs of a TOML or JSON config file, as `python -m imagen_tutorial train` reads it."""
-    path = Path(path)
-    text = path.read_text()
-    values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    values = read_config_file(Path(path))
     return ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"])
 
 

@@ -63,7 +63,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) ->
                                help=f"default {f.default}; {allowed}")
 
 
-def _read_config_file(path: Path) -> dict:
+def read_config_file(path: Path) -> dict:
     """{"model": {...}, "train": {...}} from a TOML (.toml) or JSON file, with errors that name the file."""
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -102,7 +102,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
             saved, names = state.get(f"{key}_config", {}), {f.name for f in dataclasses.fields(cls)}
             values[key] = {k: v for k, v in saved.items() if k in names}
     if args.config:
-        for key, section in _read_config_file(Path(args.config)).items():
+        for key, section in read_config_file(Path(args.config)).items():
             values[key].update(section)
     for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
         for f in dataclasses.fields(cls):
@@ -878,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds per notebook (default: 5× the chapter's run time + 2 min; a cell or a check gets "
                         "a third of it)")
-    p.add_argument("--chapter", default=None, help="grade only this chapter (00..10); others are listed, not graded")
+    p.add_argument("--chapter", default=None, help="grade only this chapter (00..11); others are listed, not graded")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("grammar", help="print the scenes grammar: the captions the scenes cascade reads (Part III)")
