@@ -210,12 +210,18 @@ def ship_cascade(name: str, stages: list[tuple[str, Path]], limit: int, folder: 
     return {stage: entry for stage, (entry, _) in staged.items()}
 
 
+def cascade_stages(stages: dict[str, dict]) -> dict:
+    """What a cascade's entry says of its stages (name -> their entries): its kind, each stage's sha256 by name,
+    and the parameters of both."""
+    return {"kind": "cascade", "stages": {s: e["sha256"] for s, e in stages.items()},
+            "parameters": sum(e["parameters"] for e in stages.values())}
+
+
 def cascade_entry(name: str, stages: dict[str, dict], old: dict | None, evaluations: list[dict],
                   default_guidance: list[float] | None, replace: bool = False) -> dict:
     """The cascade's manifest entry: its stages (name -> sha256), parameters, default guidance and figures."""
     old = old or {}
-    entry = {**old, "kind": "cascade", "stages": {s: e["sha256"] for s, e in stages.items()},
-             "parameters": sum(e["parameters"] for e in stages.values())}
+    entry = {**old, **cascade_stages(stages)}
     if evaluations:
         evaluation = scenes_evaluation(evaluations, entry["stages"])
         kept = old.get("evaluation", {})
@@ -297,9 +303,7 @@ def merge_diffusion_evaluation(name: str, evaluations: list[dict], folder: Path 
     two stages and their sha256, so the figures stay tied to the files they were measured on)."""
     manifest = read_entries(folder)
     if name == "cascade":
-        stages = {stage: e["sha256"] for stage, e in shipped_stages(name, folder).items()}
-        entry = {**manifest[name], "kind": "cascade", "stages": stages,
-                 "parameters": sum(manifest[stage]["parameters"] for stage in stages)}
+        entry = {**manifest[name], **cascade_stages(shipped_stages(name, folder))}
     else:
         entry = shipped_entry(name, folder)
         target = folder / entry["file"]
