@@ -11,12 +11,14 @@ one full-length decoder pass); the cached path is warmed up and timed --repeats 
                                                        # 3.5 of them the single no-cache run at batch 16)
     .venv/bin/python bench/sampling.py --quick         # 14×14 dry run
     .venv/bin/python bench/sampling.py --device cuda --json sampling.json
-    .venv/bin/python bench/sampling.py --families --batches 100   # only the two families' shipped models
+    .venv/bin/python bench/sampling.py --families --batches 100   # only the shipped cascades and text2img
 
 --families also times the two families' shipped models at each batch size, as learners use them: text2img
 (autoregressive, 784 pixel steps with the cache, its tuned guidance and temperature) and the diffusion cascade
 (14×14 base + 14→28 SR, DDIM, --diffusion-steps per stage, guidance cascade.DEFAULT_GUIDANCE): images/s of
-each, side by side.
+each, side by side. Once Part III's scenes cascade is shipped (`load_pretrained("scenes")`: 14×28 base + 14×28 →
+28×56 SR) it is timed the same way, on scene captions drawn from the training mix at its own default guidance, so
+its seconds per scene stand beside the 28×28 cascade's seconds per image.
 """
 
 from __future__ import annotations
@@ -118,10 +120,13 @@ def compare_families(args: argparse.Namespace) -> None:
     """Images/s of the shipped autoregressive text2img and the diffusion cascade at the same batch sizes."""
     from imagen_tutorial import load_pretrained
     from imagen_tutorial.__main__ import recommended_sampling
+    from imagen_tutorial.pretrained import read_manifest
+    from imagen_tutorial.scenes import draw_scene
 
     device = torch.device(args.device)
     load = os.getloadavg()[0]
     text2img, cascade = load_pretrained("text2img", device), load_pretrained("cascade", device)
+    scenes = load_pretrained("scenes", device) if "stages" in read_manifest().get("scenes", {}) else None
     guidance, temperature = recommended_sampling(None)
     steps = args.diffusion_steps
     rows = []
@@ -141,14 +146,30 @@ def compare_families(args: argparse.Namespace) -> None:
         rows.append({"batch": B, "text2img_s": s_ar, "cascade_s": s_diff, "text2img_img_s": B / s_ar,
                      "cascade_img_s": B / s_diff, "text2img_s_per_image": s_ar / B, "cascade_s_per_image": s_diff / B,
                      "cascade_guidance": list(DEFAULT_GUIDANCE), "cascade_steps": steps})
+        if scenes is not None:
+            draws = torch.Generator().manual_seed(0)
+            scene_captions = [draw_scene(draws).caption for _ in range(B)]
+
+            def two_garments(captions=scene_captions):
+                return scenes.generate(captions, steps=(steps, steps), generator=torch.Generator(device).manual_seed(0))
+            scenes.generate(scene_captions[:2], steps=(2, 2))  # warm-up
+            s_scenes, _ = timed(two_garments, device, 1)
+            rows[-1].update({"scenes_s": s_scenes, "scenes_scene_s": B / s_scenes, "scenes_s_per_scene": s_scenes / B,
+                             "scenes_guidance": list(scenes.guidance)})
+    about_scenes = "; the scenes cascade is not shipped yet"
+    if scenes is not None:
+        about_scenes = (f" and the scenes cascade ({scenes.num_params():,} params, 28×56, DDIM {steps}+{steps} steps, "
+                        f"guidance {scenes.guidance[0]:g} and {scenes.guidance[1]:g})")
     print(f"shipped models, {device}, {torch.get_num_threads()} threads, load avg at start {load:.2f}: text2img "
           f"({text2img.num_params():,} params, guidance {guidance:g}, temperature {temperature:g}) vs the cascade "
           f"({cascade.num_params():,} params, DDIM {steps}+{steps} steps, guidance {DEFAULT_GUIDANCE[0]:g} and "
-          f"{DEFAULT_GUIDANCE[1]:g})")
-    print(f"{'batch':>5}  {'text2img img/s':>15}{'s/image':>9}  {'cascade img/s':>14}{'s/image':>9}")
+          f"{DEFAULT_GUIDANCE[1]:g})" + about_scenes)
+    print(f"{'batch':>5}  {'text2img img/s':>15}{'s/image':>9}  {'cascade img/s':>14}{'s/image':>9}"
+          + (f"  {'scenes scenes/s':>16}{'s/scene':>9}" if scenes else ""))
     for r in rows:
         print(f"{r['batch']:>5}  {r['text2img_img_s']:>15.2f}{r['text2img_s_per_image']:>9.3f}  "
-              f"{r['cascade_img_s']:>14.2f}{r['cascade_s_per_image']:>9.3f}")
+              f"{r['cascade_img_s']:>14.2f}{r['cascade_s_per_image']:>9.3f}"
+              + (f"  {r['scenes_scene_s']:>16.2f}{r['scenes_s_per_scene']:>9.3f}" if scenes else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args) | {"threads": torch.get_num_threads(), "loadavg_start": load},
