@@ -530,7 +530,19 @@ def scenes_table(result: dict) -> str:
                      f" | {real['rate']:.3f} | {max(rates) / max(real['rate'], 1e-9):.2f} |")
     lines.append("seconds per scene: " + ", ".join(f"{r['seconds_per_scene']:.3f} (guidance {_both(r['guidance'])})"
                                                    for r in runs))
+    why = [(name, runs[0]["scores"][name]["failures"], real["failures"]) for name, real in ceiling.items()
+           if "failures" in runs[0]["scores"][name]]  # none in a result written before reasons were counted
+    if why:
+        lines += ["", f"why the scenes that fail at guidance {_both(runs[0]['guidance'])} fail (one reason per wrong "
+                      f"slot, as the grader gives them), and why real scenes fail",
+                  "| category | kinds | commonest reasons | real scenes |", "|---|---|---|---|"]
+        lines += [f"| {name} | {_counts(model['kinds'].items())} | {_counts(model['top'])} | "
+                  f"{_counts(real['kinds'].items())} |" for name, model, real in why]
     return "\n".join(lines)
+
+
+def _counts(items) -> str:
+    return ", ".join(f"{what} {count}" for what, count in items) or "none"
 
 
 def file_digests(checkpoint: str, sr: str | None = None) -> dict[str, str]:

@@ -9,6 +9,7 @@ scenes drawn from the same captions: that is the grader's ceiling, printed besid
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -135,15 +136,40 @@ def evaluation_set(per_category: int, seed: int = 0) -> dict[str, list[Scene]]:
     return out
 
 
+# The kinds of reason a failed verdict gives, in two words each, by the words that mark them in the reason.
+FAILURE_KINDS = {"swapped": "swapped", "empty where": "read as empty", "where nothing": "not empty",
+                 "belongs": "wrong class", "dark": "dark wrong", "small": "small wrong"}
+
+
+def failure_kind(reason: str) -> str:
+    """One part of a verdict's reason (the reason split at "; ") -> its kind, a value of FAILURE_KINDS:
+    "left slot: sneaker where sandal belongs" -> "wrong class"."""
+    for words, kind in FAILURE_KINDS.items():
+        if words in reason:
+            return kind
+    raise ValueError(f"{reason!r} is not a reason the grader gives; split a verdict's reason at '; ' first")
+
+
+def failures(verdicts: list[Verdict], top: int = 3) -> dict:
+    """Why the failed verdicts failed: {"kinds": {kind: count}, "top": [[reason without its side, count], ...]},
+    counting each slot's reason (a verdict can give two) without its side, e.g. "top": [["sneaker where sandal
+    belongs", 12]]; every "swapped" reason counts as one, "swapped with its twin"."""
+    parts = [part.split(": ", 1)[-1] if "slot: " in part else "swapped with its twin"  # the twin is not news
+             for v in verdicts if not v.passed for part in v.reason.split("; ")]
+    kinds = Counter(failure_kind(part) for part in parts)
+    return {"kinds": dict(kinds.most_common()), "top": [list(item) for item in Counter(parts).most_common(top)]}
+
+
 def score(verdicts: list[Verdict], twins: bool = False) -> dict:
-    """{"rate", "n"} of passes; for twin lists (scene, twin, ...), the rate of pairs with both right and of
-    pairs with both swapped."""
+    """{"rate", "n", "swapped", "failures"}: the rate of passes and of "swapped" verdicts, and `failures`; for twin
+    lists (scene, twin, ...), the rates of pairs with both right and of pairs with both swapped."""
+    why = failures(verdicts)
     if not twins:
         return {"rate": sum(v.passed for v in verdicts) / max(len(verdicts), 1), "n": len(verdicts),
-                "swapped": sum(v.swapped for v in verdicts) / max(len(verdicts), 1)}
+                "swapped": sum(v.swapped for v in verdicts) / max(len(verdicts), 1), "failures": why}
     pairs = list(zip(verdicts[0::2], verdicts[1::2], strict=True))
     return {"rate": sum(a.passed and b.passed for a, b in pairs) / max(len(pairs), 1), "n": len(pairs),
-            "swapped": sum(a.swapped and b.swapped for a, b in pairs) / max(len(pairs), 1)}
+            "swapped": sum(a.swapped and b.swapped for a, b in pairs) / max(len(pairs), 1), "failures": why}
 
 
 def twin_probe(model, classifier: Judge | None = None, pairs: int = 20, seed: int = 0, steps: int = 25,

@@ -258,6 +258,7 @@ def test_evaluate_prints_the_categories_beside_the_ceiling_and_json_for_shipping
     assert "| category | guidance 2 and 3 | ceiling | fraction of the ceiling |" in out
     for row in ("single object", "counting", "held-out", "position twins", "attribute binding twins"):
         assert f"| {row} | " in out
+    assert "| category | kinds | commonest reasons | real scenes |" in out  # why the failures fail
     assert main([*base, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "scenes" and result["stages"] == read_manifest(shipped)["scenes"]["stages"]

@@ -23,7 +23,18 @@ from imagen_tutorial.checkpoint import load_checkpoint
 from imagen_tutorial.config import TrainConfig
 from imagen_tutorial.denoiser import Denoiser
 from imagen_tutorial.encoder import mean_pool
-from imagen_tutorial.grader import Reading, detect, evaluation_set, grade, real_scenes, score, to_slots, verdict
+from imagen_tutorial.grader import (
+    Reading,
+    detect,
+    evaluation_set,
+    failure_kind,
+    failures,
+    grade,
+    real_scenes,
+    score,
+    to_slots,
+    verdict,
+)
 from imagen_tutorial.scenes import DARK, SLOT, SMALL, Wardrobe, draw_category, draw_scene, dress
 from imagen_tutorial.train import Trainer
 
@@ -195,6 +206,23 @@ def test_a_scene_passes_when_a_true_layout_matches_and_names_what_differs():
     assert dark.reason == "left slot: the bag is not dark"
     binding = verdict(parse_scene("a dark bag and a sneaker"), (Reading(False, 8), Reading(False, 7, dark=True)))
     assert binding.swapped
+
+
+def test_failures_count_the_kinds_of_reason_and_the_commonest_reasons_without_their_side():
+    bag, sneaker, empty = Reading(False, 8), Reading(False, 7), Reading(True)
+    verdicts = [verdict(parse_scene("a bag to the left of a sneaker"), pair)
+                for pair in ((bag, sneaker), (sneaker, bag), (sneaker, sneaker), (empty, sneaker), (sneaker, bag))]
+    verdicts.append(verdict(parse_scene("a dark bag on the left"), (bag, sneaker)))
+    why = failures(verdicts, top=2)
+    assert why["kinds"] == {"swapped": 2, "wrong class": 1, "read as empty": 1, "dark wrong": 1, "not empty": 1}
+    assert why["top"] == [["swapped with its twin", 2], ["sneaker where bag belongs", 1]]
+    assert score(verdicts)["failures"] == failures(verdicts)
+
+
+def test_failure_kind_refuses_what_is_not_one_reason():
+    assert failure_kind("right slot: the bag is small") == "small wrong"
+    with pytest.raises(ValueError, match="split a verdict's reason at '; '"):
+        failure_kind("looks fine")
 
 
 def test_the_grader_passes_real_scenes_and_fails_them_swapped(tmp_path):
