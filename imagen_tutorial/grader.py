@@ -136,7 +136,8 @@ def evaluation_set(per_category: int, seed: int = 0) -> dict[str, list[Scene]]:
     return out
 
 
-# The kinds of reason a failed verdict gives, in two words each, by the words that mark them in the reason.
+# The kinds of reason a failed verdict gives, in two words each, by the words that mark them in the reason,
+# tried in this order ("where nothing belongs" also says "belongs").
 FAILURE_KINDS = {"swapped": "swapped", "empty where": "read as empty", "where nothing": "not empty",
                  "belongs": "wrong class", "dark": "dark wrong", "small": "small wrong"}
 
@@ -154,8 +155,8 @@ def failures(verdicts: list[Verdict], top: int = 3) -> dict:
     """Why the failed verdicts failed: {"kinds": {kind: count}, "top": [[reason without its side, count], ...]},
     counting each slot's reason (a verdict can give two) without its side, e.g. "top": [["sneaker where sandal
     belongs", 12]]; every "swapped" reason counts as one, "swapped with its twin"."""
-    parts = [part.split(": ", 1)[-1] if "slot: " in part else "swapped with its twin"  # the twin is not news
-             for v in verdicts if not v.passed for part in v.reason.split("; ")]
+    parts = ["swapped with its twin" if part.startswith("swapped") else part.split(": ", 1)[-1]  # the twin's
+             for v in verdicts if not v.passed for part in v.reason.split("; ")]                  # caption varies
     kinds = Counter(failure_kind(part) for part in parts)
     return {"kinds": dict(kinds.most_common()), "top": [list(item) for item in Counter(parts).most_common(top)]}
 
