@@ -2,6 +2,7 @@
 twins, beside the grader's ceiling, with the twin probes it logged.
 
     python bench/scenes_progress.py [--run runs/scenes_base] [--per-category 100] [--guidance 3] [--steps 25]
+    python bench/scenes_progress.py --every 2000     # only the kept steps that are multiples of 2,000: a quicker curve
 
 A run keeps its sampling weights every `keep_every` steps (OUT/weights_step<N>.pt; configs/scenes_base.toml keeps
 them every 1,000). Each file is graded once with grader.evaluate_scenes (the same captions for every step, from
@@ -27,6 +28,7 @@ from sweeps import (
     write_results,
 )
 
+from imagen_tutorial.config import check_value
 from imagen_tutorial.pretrained import load_pretrained
 from imagen_tutorial.train import kept_weights
 
@@ -66,12 +68,20 @@ def plot_progress(grades: dict[int, dict], title: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = grading_parser(__doc__, sampling_steps=25, per_category=100)
     parser.add_argument("--run", type=Path, default=Path("runs/scenes_base"), help="a scenes run's --out folder")
+    parser.add_argument("--every", type=int, default=0, help="grade only the kept steps that are multiples of this "
+                                                             "(0: every kept step)")
     args = parser.parse_args(argv)
     check_grading_arguments(args)
+    check_value("--every", args.every, int, low=0)
     kept = kept_weights(args.run)
     if not kept:
         raise ValueError(f"{args.run} holds no kept weights (weights_step<N>.pt): train it with keep_every > 0, "
                          f"as configs/scenes_base.toml does, or give --run the folder of such a run")
+    if args.every:
+        kept = {step: path for step, path in kept.items() if step % args.every == 0}
+        if not kept:
+            raise ValueError(f"none of the steps {args.run} kept is a multiple of --every {args.every}: give a "
+                             f"divisor of its keep_every, or 0 to grade every kept step")
     classifier = load_pretrained("slot_classifier")
     settings = dict(per_category=args.per_category, seed=args.seed, steps=args.steps, guidance=args.guidance)
     grades = {step: grade(f"step {step}", path, classifier, args.run / "grades" / f"{path.stem}.json", **settings)

@@ -250,6 +250,13 @@ def test_progress_grades_every_kept_step_once_and_writes_a_table_plot_and_json(t
     results = json.loads(Path("bench/results/scenes_progress_scenes_base.json").read_text())
     assert list(results["steps"]) == ["2", "4"] and results["steps"]["4"]["scores"]["position"]["rate"] == 0.5
     assert Path("bench/results/scenes_progress_scenes_base.png").is_file() and Path(results["log"]).is_file()
+    scenes_progress.main(["--per-category", "2", "--steps", "2", "--every", "4"])  # the grade of step 4, read back
+    assert calls == [2, 2] and list(json.loads(Path("bench/results/scenes_progress_scenes_base.json").read_text())
+                                    ["steps"]) == ["4"]
+    with pytest.raises(ValueError, match="none of the steps runs/scenes_base kept is a multiple of --every 3"):
+        scenes_progress.main(["--per-category", "2", "--steps", "2", "--every", "3"])
+    with pytest.raises(ValueError, match="--every=-1"):
+        scenes_progress.main(["--every", "-1"])
 
 
 def test_progress_of_a_run_without_kept_weights_says_how_to_get_them(tiny_repo):
