@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.grade_only:
         train_runs(runs, args.minutes)
-    folders = {"cross": args.cross, **{r.name: r.folder for r in runs}}
+    folders = {**{r.name: r.folder for r in runs}, "cross": args.cross}   # bow, pooled, cross: the columns
     missing = [f"{name} ({kept_weights_file(folder, until)})" for name, folder in folders.items()
                if not kept_weights_file(folder, until).is_file()]
     if missing:
