@@ -27,7 +27,7 @@ from .captions import (
     parse_scene,
     scene_captions,
 )
-from .cascade import DEFAULT_GUIDANCE, Cascade
+from .cascade import DEFAULT_AUG_LEVEL, DEFAULT_GUIDANCE, Cascade
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, load_model
 from .config import MAX_IMAGES, MAX_SEED, SAMPLING_SPECS, ModelConfig, Spec, TrainConfig, check_value
 from .data import load_fashion_mnist, make_caption, quantize, resize, to_float
@@ -173,7 +173,7 @@ FLAG_SPECS = {
     "steps": SAMPLING_SPECS["steps"],
     "sr_steps": _optional(SAMPLING_SPECS["steps"]),
     "threshold": SAMPLING_SPECS["threshold"],
-    "aug_level": SAMPLING_SPECS["aug_level"],
+    "aug_level": _optional(SAMPLING_SPECS["aug_level"]),
     "train_steps": Spec(int, 1, 100_000),
     "minutes": Spec(float, 0, 24 * 60, low_open=True),
     "seed": Spec(int, 0, MAX_SEED),
@@ -270,6 +270,14 @@ def stage_guidance(model, guidance: float | None = None, sr_guidance: float | No
     return 1.0
 
 
+def stage_aug_level(model, aug_level: float | None = None) -> float:
+    """--aug-level's rule: the noise laid on the low-res image an SR stage reads, given, or else the cascade's own
+    (Cascade.aug_level, what its manifest entry says) or DEFAULT_AUG_LEVEL for an SR stage alone."""
+    if aug_level is not None:
+        return SAMPLING_SPECS["aug_level"].check("aug_level", aug_level)
+    return model.aug_level if isinstance(model, Cascade) else DEFAULT_AUG_LEVEL
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     """Refuse bad flags before any model is loaded or any pixel drawn; output paths included."""
     for name, spec in FLAG_SPECS.items():
@@ -356,7 +364,8 @@ def sample_diffusion(args: argparse.Namespace, model, device: torch.device) -> N
                 "generator": torch.Generator(device).manual_seed(args.seed),
                 "guidance": stage_guidance(model, args.guidance, args.sr_guidance)}
     if isinstance(model, Cascade):
-        images = model.generate(captions, aug_level=args.aug_level, steps=(args.steps, args.sr_steps or args.steps),
+        images = model.generate(captions, aug_level=stage_aug_level(model, args.aug_level),
+                                steps=(args.steps, args.sr_steps or args.steps),
                                 **sampling)
     elif model.reads_lowres:  # an SR stage alone: upsample test images (or scenes), downsampled to its input size
         if model.config.vocabulary == "scenes":
@@ -365,7 +374,8 @@ def sample_diffusion(args: argparse.Namespace, model, device: torch.device) -> N
             test, labels = load_fashion_mnist("test")
             test, captions = test[: args.n], [make_caption(int(k)) for k in labels[: args.n]]
         lowres = torch.nn.functional.interpolate(to_float(test), size=model.config.cond_shape, mode="area")
-        images = model.generate(captions, lowres=lowres, aug_level=args.aug_level, steps=args.steps, **sampling)
+        images = model.generate(captions, lowres=lowres, aug_level=stage_aug_level(model, args.aug_level),
+                                steps=args.steps, **sampling)
     else:
         images = model.generate(captions if model.reads_caption else None, steps=args.steps,
                                 batch_size=None if model.reads_caption else args.n, **sampling)
@@ -450,7 +460,7 @@ DIFFUSION_PER_CLASS = Spec(int, 1, 1000, note="a diffusion model has no bits/dim
 
 
 def evaluate_diffusion(model, label: str, per_class: int = 50, guidance: list | None = None, steps: int = 50,
-                       sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
+                       sr_steps: int | None = None, aug_level: float | None = None, sampler: str = "ddim",
                        threshold="static", seed: int = 0, progress: bool = False) -> dict:
     """The text2img protocol for a diffusion base model or the cascade (`per_class` samples per class, judged at
     16 levels: accuracy, Fréchet distance, seconds per image) at each guidance; for an SR stage alone, its
@@ -463,6 +473,7 @@ def evaluate_diffusion(model, label: str, per_class: int = 50, guidance: list | 
     judge = load_pretrained("classifier")
     reference = reference_features(judge, levels=16)
     common = {"sampler": sampler, "threshold": threshold}
+    aug_level = stage_aug_level(model, aug_level) if isinstance(model, Cascade) or model.reads_lowres else aug_level
     runs = []
     for g in guidance or [stage_guidance(model)]:
         if isinstance(model, Cascade):
@@ -491,7 +502,8 @@ def _both(value) -> str:
 
 
 def evaluate_scenes_model(model, label: str, per_category: int = 100, guidance: list | None = None,
-                          steps: int = 50, sr_steps: int | None = None, aug_level: float = 0.2, sampler: str = "ddim",
+                          steps: int = 50, sr_steps: int | None = None, aug_level: float | None = None,
+                          sampler: str = "ddim",
                           threshold="static", seed: int = 0, log=None) -> dict:
     """A scenes model (a base stage or the cascade) graded on `per_category` captions of each grader category and
     per_category // 2 swapped-twin pairs, beside the grader's ceiling on real scenes of the same captions
@@ -503,6 +515,7 @@ def evaluate_scenes_model(model, label: str, per_category: int = 100, guidance: 
                          f"stage or the cascade (--checkpoint scenes, or a base with --sr-checkpoint {label})")
     classifier = load_pretrained("slot_classifier")
     cascade = isinstance(model, Cascade)
+    aug_level = stage_aug_level(model, aug_level) if cascade else aug_level
     runs = []
     for g in guidance or [stage_guidance(model)]:
         sampling = {"guidance": g, "steps": (steps, sr_steps or steps) if cascade else steps, "sampler": sampler,
@@ -794,8 +807,9 @@ def _add_diffusion_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--sr-guidance", type=float, default=None,
                        help=f"the cascade's SR stage's guidance (default: the cascade's own, {DEFAULT_GUIDANCE[1]:g} "
                             f"for Part II's); an SR stage alone takes --guidance")
-    group.add_argument("--aug-level", type=float, default=0.2,
-                       help="noise conditioning augmentation of the SR stage's low-res input (0 = none)")
+    group.add_argument("--aug-level", type=float, default=None,
+                       help=f"noise conditioning augmentation of the SR stage's low-res input (0 = none; default: "
+                            f"the cascade's own, {DEFAULT_AUG_LEVEL:g} for Part II's and an SR stage alone)")
     group.add_argument("--threshold", type=_threshold, default="static",
                        help="'static' (clip x̂₀ to [-1, 1]; the default, best on this data), a dynamic "
                             "thresholding percentile (Imagen's: 0.995) or 'none'")

@@ -21,6 +21,10 @@ from .denoiser import Denoiser
 # accuracy (README "Results", 500 samples: 106.6 and 0.956 at (1.5, 3); 148.7 and 0.916 at (1.5, 1); 162.6 and
 # 0.960 at (3, 3)). Guiding the SR stage too, as Imagen does, doubles its cost per step.
 DEFAULT_GUIDANCE = (1.5, 3.0)
+# The noise the SR stage lays on the base's image unless told otherwise (Imagen: 0.1–0.3 for its 64 → 256 stage).
+# A cascade's manifest entry can name its own: the scenes cascade keeps more of its base stage's drawings without it
+# (bench/scenes_sr_settings.py).
+DEFAULT_AUG_LEVEL = 0.2
 
 
 def _pair(value, name: str) -> tuple:
@@ -34,9 +38,11 @@ def _pair(value, name: str) -> tuple:
 
 class Cascade(nn.Module):
     """A caption → image base model followed by a super-resolution model: 14×14 → 28×28 for single garments,
-    14×28 → 28×56 for Part III's scenes. `guidance` is what `generate` uses unless told otherwise."""
+    14×28 → 28×56 for Part III's scenes. `guidance` and `aug_level` are what `generate` uses unless told
+    otherwise."""
 
-    def __init__(self, base: Denoiser, sr: Denoiser, guidance=DEFAULT_GUIDANCE) -> None:
+    def __init__(self, base: Denoiser, sr: Denoiser, guidance=DEFAULT_GUIDANCE,
+                 aug_level: float = DEFAULT_AUG_LEVEL) -> None:
         super().__init__()
         for stage, model, condition in (("base", base, "caption"), ("sr", sr, "caption_lowres")):
             if not isinstance(model, Denoiser):
@@ -52,6 +58,7 @@ class Cascade(nn.Module):
                              f"{'×'.join(map(str, base.config.image_shape))} images of {base.config.vocabulary!r} "
                              f"captions: pick matching stages")
         self.base, self.sr, self.guidance = base, sr, _pair(guidance, "guidance")
+        self.aug_level = check_sampling_args(aug_level=aug_level)["aug_level"]
         self.config = sr.config  # the output's size and the levels it is judged at
 
     @classmethod
@@ -65,15 +72,16 @@ class Cascade(nn.Module):
         return self.base.num_params() + self.sr.num_params()
 
     @torch.no_grad()
-    def generate(self, captions: str | Sequence[str], guidance=None, steps=(50, 50), aug_level: float = 0.2,
+    def generate(self, captions: str | Sequence[str], guidance=None, steps=(50, 50), aug_level: float | None = None,
                  sampler="ddim", threshold=diffusion.DEFAULT_THRESHOLD, generator: torch.Generator | None = None,
                  return_lowres: bool = False, trajectory: list | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Captions -> float images [B, 1, H, W] in [0, 1] (and the base stage's [B, 1, H/2, W/2] with
         return_lowres). guidance, steps, sampler and threshold take one value for both stages or a (base, sr)
         pair (guidance=None: the cascade's own, `self.guidance`); aug_level is the SR stage's noise augmentation
-        level (Imagen: 0.1–0.3). trajectory: a list that
+        level (None: the cascade's own, `self.aug_level`). trajectory: a list that
         receives (x_t, x̂₀) at every step of the base stage, then of the SR stage."""
         guidance, steps = _pair(self.guidance if guidance is None else guidance, "guidance"), _pair(steps, "steps")
+        aug_level = self.aug_level if aug_level is None else aug_level
         sampler, threshold = _pair(sampler, "sampler"), _pair(threshold, "threshold")
         for stage in (0, 1):  # both stages' arguments before the base stage spends its time sampling
             check_sampling_args(steps=steps[stage], guidance=guidance[stage], sampler=sampler[stage],

@@ -73,11 +73,12 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", root: str | P
     root = checkpoint_root(root)
     manifest = read_manifest(root)
     if manifest.get(name, {}).get("kind") == "cascade":  # its entry holds the figures and names its two stages
-        from .cascade import DEFAULT_GUIDANCE, Cascade
+        from .cascade import DEFAULT_AUG_LEVEL, DEFAULT_GUIDANCE, Cascade
 
         base, sr = manifest[name]["stages"]
         return Cascade(load_pretrained(base, device, root), load_pretrained(sr, device, root),
-                       guidance=manifest[name].get("default_guidance", DEFAULT_GUIDANCE))
+                       guidance=manifest[name].get("default_guidance", DEFAULT_GUIDANCE),
+                       aug_level=manifest[name].get("default_aug_level", DEFAULT_AUG_LEVEL))
     if name not in manifest:
         raise ValueError(f"no shipped checkpoint is called {name!r}; {unknown_name(name, root)}. "
                          f"To use your own, call imagen_tutorial.load_model(path).")

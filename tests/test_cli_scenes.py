@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_scenes import tiny_scenes_denoiser
 
-from imagen_tutorial.__main__ import main
+from imagen_tutorial.__main__ import main, stage_aug_level
 from imagen_tutorial.cascade import Cascade
 from imagen_tutorial.config import TrainConfig
 from imagen_tutorial.pretrained import CHECKPOINT_DIR, load_pretrained, read_manifest
@@ -83,6 +83,23 @@ def test_generate_of_a_scenes_cascade_gives_two_slot_canvases_in_the_unit_range(
     assert images.min() >= 0 and images.max() <= 1
 
 
+def test_a_cascade_samples_at_its_own_aug_level_unless_told_otherwise():
+    base, sr = tiny_scenes_denoiser(), tiny_scenes_denoiser(condition="caption_lowres")
+    cascade = Cascade(base, sr, aug_level=0.0)
+    assert cascade.aug_level == 0.0 and Cascade(base, sr).aug_level == 0.2  # cascade.DEFAULT_AUG_LEVEL
+
+    def draw(**kw):
+        return cascade.generate(["two dresses", "a coat on the right"], steps=2,
+                                generator=torch.Generator().manual_seed(0), **kw)
+
+    torch.testing.assert_close(draw(), draw(aug_level=0.0), rtol=0, atol=0)
+    assert not torch.equal(draw(), draw(aug_level=0.5))
+    assert stage_aug_level(cascade) == 0.0 and stage_aug_level(cascade, 0.3) == 0.3
+    assert stage_aug_level(sr) == 0.2  # an SR stage alone: the default
+    with pytest.raises(ValueError, match=r"aug_level=2.0 is out of range: use a number in \[0, 1\]"):
+        Cascade(base, sr, aug_level=2.0)
+
+
 def test_one_command_ships_both_stages_and_the_scenes_cascade(root, runs):
     manifest = read_manifest(root)
     for stage in STAGES:
@@ -97,8 +114,9 @@ def test_one_command_ships_both_stages_and_the_scenes_cascade(root, runs):
     assert scenes["kind"] == "cascade" and list(scenes["stages"]) == list(STAGES)
     assert scenes["stages"]["scenes_base"] == manifest["scenes_base"]["sha256"]
     assert scenes["default_guidance"] == [3.0, 3.0] and "evaluation" not in scenes
+    assert scenes["default_aug_level"] == 0.2
     cascade = load_pretrained("scenes", root=root)
-    assert isinstance(cascade, Cascade) and cascade.guidance == (3.0, 3.0)
+    assert isinstance(cascade, Cascade) and cascade.guidance == (3.0, 3.0) and cascade.aug_level == 0.2
 
 
 def test_shipping_refuses_stages_that_do_not_chain(tmp_path, runs, capsys):
@@ -164,10 +182,11 @@ def test_shipping_never_replaces_a_better_stage_or_evaluation(tmp_path, runs, ca
     assert ship(folder, "--evaluation", str(tmp_path / "eval.json"), "--replace") == 0
 
 
-def _run(per_category: int, guidance=(3.0, 3.0), rate: float = 0.5) -> dict:
+def _run(per_category: int, guidance=(3.0, 3.0), rate: float = 0.5, aug_level: float = 0.2) -> dict:
     """One guidance of an evaluation, as grader.evaluate_scenes returns it."""
     names = ("single object", "position twins")
-    return {"guidance": list(guidance), "steps": [2, 2], "per_category": per_category, "seconds_per_scene": 0.1,
+    return {"guidance": list(guidance), "steps": [2, 2], "aug_level": aug_level, "per_category": per_category,
+            "seconds_per_scene": 0.1,
             "scores": {n: {"rate": rate, "n": per_category, "swapped": 0.0} for n in names},
             "ceiling": {n: {"rate": 0.8, "n": per_category, "swapped": 0.0} for n in names}}
 
@@ -177,13 +196,25 @@ def test_evaluation_figures_merge_with_their_best_guidance_and_only_for_the_file
     assert ship(folder, *stage_args(runs)) == 0
     stages = read_manifest(folder)["scenes"]["stages"]
     evaluation = {"checkpoint": "scenes", "kind": "scenes", "stages": stages,
-                  "runs": [_run(10, (1.0, 3.0), 0.2), _run(10, (5.0, 3.0), 0.6)]}
+                  "runs": [_run(10, (1.0, 3.0), 0.2), _run(10, (5.0, 1.0), 0.6, aug_level=0.0)]}
     (tmp_path / "eval.json").write_text(json.dumps(evaluation))
     assert ship(folder, "--evaluation", str(tmp_path / "eval.json")) == 0
     entry = read_manifest(folder)["scenes"]
-    assert entry["default_guidance"] == [5.0, 3.0] and entry["evaluation"]["best_fraction_of_ceiling"] == 0.75
+    assert entry["default_guidance"] == [5.0, 1.0] and entry["evaluation"]["best_fraction_of_ceiling"] == 0.75
+    assert entry["default_aug_level"] == 0.0 and entry["evaluation"]["best_aug_level"] == 0.0
     assert entry["evaluation"]["by_guidance"][0]["scores"] == {"single object": 0.2, "position twins": 0.2}
-    assert load_pretrained("scenes", root=folder).guidance == (5.0, 3.0)
+    cascade = load_pretrained("scenes", root=folder)
+    assert cascade.guidance == (5.0, 1.0) and cascade.aug_level == 0.0
+    assert ship(folder, "--default-aug-level", "0.1") == 0  # told: the evaluation's best is overridden
+    assert read_manifest(folder)["scenes"]["default_aug_level"] == 0.1
+    assert read_manifest(folder)["scenes"]["default_guidance"] == [5.0, 1.0]  # the rest is kept
+    for argv, message in ((["--default-aug-level", "2"], "aug_level=2.0 is out of range"),
+                          (["--run", str(runs["scenes_base"]), "--default-aug-level", "0"],
+                           "--default-aug-level applies to a cascade")):
+        assert ship(folder, *argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert read_manifest(folder)["scenes"]["default_aug_level"] == 0.1  # nothing written by a refusal
     evaluation["stages"] = {"scenes_base": "0" * 64, "scenes_sr": stages["scenes_sr"]}
     (tmp_path / "other.json").write_text(json.dumps(evaluation))
     assert ship(folder, "--evaluation", str(tmp_path / "other.json")) == 2

@@ -20,10 +20,11 @@ accuracy as "best_guidance".
 
 A cascade ships in one command: --stage twice, its base stage then its SR stage, each NAME RUN shipped as --run
 ships it, after checking that the two chain (the SR stage reads the base's images and the same caption grammar).
-The cascade's entry (kind "cascade") names both stages with their sha256 and holds its `default_guidance` (what
-load_pretrained's cascade samples with): --default-guidance BASE SR; else, with --evaluation, the guidance with the
-best mean fraction of the grader's ceiling; else the entry's own; else the cascade default (3 and 3 for scenes:
-what training's twin probe and sample grids use). --evaluation takes a scenes cascade's figures from
+The cascade's entry (kind "cascade") names both stages with their sha256 and holds its `default_guidance` and
+`default_aug_level` (what load_pretrained's cascade samples with): --default-guidance BASE SR and
+--default-aug-level LEVEL; else, with --evaluation, the settings of the run with the best mean fraction of the
+grader's ceiling; else the entry's own; else the cascade defaults (guidance 3 and 3 for scenes: what training's
+twin probe and sample grids use; aug level 0.2). --evaluation takes a scenes cascade's figures from
 bench/scenes_evaluate.py or `python -m imagen_tutorial evaluate --checkpoint scenes --json`, which record the
 sha256 of the stages they measured: an evaluation of other files is refused. Without --stage, --evaluation and
 --default-guidance update the shipped cascade's entry.
@@ -47,8 +48,9 @@ from pathlib import Path
 
 import torch
 
-from imagen_tutorial.cascade import DEFAULT_GUIDANCE, Cascade
+from imagen_tutorial.cascade import DEFAULT_AUG_LEVEL, DEFAULT_GUIDANCE, Cascade
 from imagen_tutorial.checkpoint import CheckpointError, export_model, file_sha256, load_checkpoint, model_from_state
+from imagen_tutorial.config import check_sampling_args
 from imagen_tutorial.data import load_fashion_mnist
 from imagen_tutorial.metrics import dataset_bits_per_dim, diffusion_test_loss, load_judge
 from imagen_tutorial.pretrained import CHECKPOINT_DIR
@@ -218,8 +220,10 @@ def cascade_stages(stages: dict[str, dict]) -> dict:
 
 
 def cascade_entry(name: str, stages: dict[str, dict], old: dict | None, evaluations: list[dict],
-                  default_guidance: list[float] | None, replace: bool = False) -> dict:
-    """The cascade's manifest entry: its stages (name -> sha256), parameters, default guidance and figures."""
+                  default_guidance: list[float] | None, replace: bool = False,
+                  default_aug_level: float | None = None) -> dict:
+    """The cascade's manifest entry: its stages (name -> sha256), parameters, default guidance and aug level, and
+    figures."""
     old = old or {}
     entry = {**old, **cascade_stages(stages)}
     if evaluations:
@@ -240,6 +244,11 @@ def cascade_entry(name: str, stages: dict[str, dict], old: dict | None, evaluati
     fallback = old.get("default_guidance", SCENES_GUIDANCE if scenes else DEFAULT_GUIDANCE)
     best = entry.get("evaluation", {}).get("best_guidance") if evaluations else None
     entry["default_guidance"] = list(default_guidance or best or fallback)
+    best_aug = entry.get("evaluation", {}).get("best_aug_level") if evaluations else None
+    for aug in (default_aug_level, best_aug, old.get("default_aug_level"), DEFAULT_AUG_LEVEL):
+        if aug is not None:
+            entry["default_aug_level"] = aug
+            break
     return entry
 
 
@@ -272,7 +281,8 @@ def scenes_evaluation(evaluations: list[dict], stages: dict[str, str]) -> dict:
 
     best = max(by_guidance, key=lambda run: (fraction(run), -run["guidance"][0]))
     return {"per_category": sizes.pop(), "ceiling": ceiling, "by_guidance": by_guidance,
-            "best_guidance": best["guidance"], "best_fraction_of_ceiling": round(fraction(best), 4)}
+            "best_guidance": best["guidance"], "best_aug_level": best.get("aug_level", DEFAULT_AUG_LEVEL),
+            "best_fraction_of_ceiling": round(fraction(best), 4)}
 
 
 # ---------------------------------------------------------------- figures of a shipped model
@@ -389,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "bench/scenes_evaluate.py); repeat to merge several runs")
     parser.add_argument("--default-guidance", type=float, nargs=2, metavar=("BASE", "SR"),
                         help="a cascade's guidance when none is asked for (default: its evaluation's best)")
+    parser.add_argument("--default-aug-level", type=float, metavar="LEVEL",
+                        help="a cascade's SR noise augmentation when none is asked for (default: its evaluation's "
+                             "best)")
     parser.add_argument("--replace", action="store_true",
                         help="ship even if the shipped model (or evaluation) it replaces measured better")
     return parser
@@ -411,8 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ShipError(f"--limit={args.limit}: give at least 1 test image")
         if args.how and not args.run:
             raise ShipError("--how applies to --run: a cascade's stages record their own config's recipe")
-        if args.default_guidance and (args.run or args.judge):
-            raise ShipError("--default-guidance applies to a cascade (--stage twice, or a shipped cascade's name)")
+        for flag in ("default_guidance", "default_aug_level"):
+            if getattr(args, flag) is not None and (args.run or args.judge):
+                raise ShipError(f"--{flag.replace('_', '-')} applies to a cascade (--stage twice, or a shipped "
+                                f"cascade's name)")
+        if args.default_aug_level is not None:
+            check_sampling_args(aug_level=args.default_aug_level)
         if (args.run or args.judge) and read_entries(args.to).get(args.name, {}).get("kind") == "cascade":
             raise ShipError(f"{args.name!r} is a shipped cascade, not one model: ship it with --stage twice (its base "
                             f"stage, then its SR stage)")
@@ -420,13 +437,14 @@ def main(argv: list[str] | None = None) -> int:
             entries = {args.name: ship_judge(args.name, args.judge, args.to)}
         elif args.run:
             entries = {args.name: ship_model(args.name, args.run, args.limit, args.how, args.to, args.replace)}
-        elif args.stage or args.default_guidance or any("runs" in e for e in evaluations):  # a cascade
+        elif args.stage or args.default_guidance or args.default_aug_level is not None \
+                or any("runs" in e for e in evaluations):  # a cascade
             old = read_entries(args.to).get(args.name)
             stages = ship_cascade(args.name, [(s, Path(r)) for s, r in args.stage], args.limit, args.to,
                                   args.replace) if args.stage else shipped_stages(args.name, args.to)
             entries = {**(stages if args.stage else {}),
                        args.name: cascade_entry(args.name, stages, old, evaluations, args.default_guidance,
-                                                args.replace)}
+                                                args.replace, args.default_aug_level)}
         elif evaluations:
             entries = {args.name: merge_evaluation(args.name, evaluations, args.to)}
         else:

@@ -1,0 +1,134 @@
+"""Where the scenes cascade loses what its base stage drew, and which settings of its SR stage keep it.
+
+    python bench/scenes_sr_settings.py [--per-category 100] [--guidance 3] [--sr 3,0.2 1,0.2 1,0.1 0,0.2]
+
+The base stage draws every caption of `grader.evaluation_set` once, at 14×28 (kept in runs/scenes_sr_settings/ with
+the settings and the files' sha256, so later calls and parallel processes reuse it). The grader then reads those
+same drawings three ways: at 14×28 (beside the 14×28 ceiling), bilinearly upsampled to 28×56 (no SR stage), and
+through the SR stage at each --sr setting, "GUIDANCE,AUG_LEVEL" (guidance 1 reads the caption without the
+unconditional pass, 0 ignores it; aug_level is the noise laid on the low-res input, 0 = as given). Each row's grades
+are kept beside the drawings, so settings can be split across processes (one thread each) and a last call with every
+setting prints the table and writes bench/results/scenes_sr_settings.json. Rows share the base drawings, so their
+differences are the SR stage's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from imagen_tutorial.__main__ import file_digests
+from imagen_tutorial.config import check_sampling_args
+from imagen_tutorial.grader import ceiling, evaluation_set, grade, score
+from imagen_tutorial.metrics import diffusion_samples
+from imagen_tutorial.pretrained import load_pretrained
+
+CACHE = Path("runs/scenes_sr_settings")
+
+
+def sr_setting(text: str) -> tuple[float, float]:
+    """"GUIDANCE,AUG_LEVEL" -> (guidance, aug_level), checked by the sampling specs."""
+    try:
+        guidance, aug_level = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not GUIDANCE,AUG_LEVEL (e.g. 1,0.1)") from None
+    try:
+        checked = check_sampling_args(guidance=guidance, aug_level=aug_level)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return checked["guidance"], checked["aug_level"]
+
+
+def grade_sets(images: dict[str, torch.Tensor], sets: dict, classifier) -> dict[str, float]:
+    """Each evaluation list's drawings graded: name -> rate (twin lists: pairs with both right)."""
+    return {name: score(grade(images[name], scenes, classifier), twins=name.endswith("twins"))["rate"]
+            for name, scenes in sets.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-category", type=int, default=100)
+    parser.add_argument("--guidance", type=float, default=3.0, help="the base stage's guidance")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps per stage")
+    parser.add_argument("--sr", type=sr_setting, nargs="*", default=[(3.0, 0.2), (1.0, 0.2), (1.0, 0.1), (0.0, 0.2)],
+                        help="SR settings GUIDANCE,AUG_LEVEL (the cascade's default is 3,0.2)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        check_sampling_args(guidance=args.guidance, steps=args.steps)
+        if not 1 <= args.per_category <= 1000:
+            raise ValueError(f"--per-category must be 1 to 1000, got {args.per_category}")
+    except ValueError as error:
+        parser.error(str(error))
+    cascade, classifier = load_pretrained("scenes"), load_pretrained("slot_classifier")
+    digests = file_digests("scenes")
+    sets = evaluation_set(args.per_category, args.seed)
+    key = f"n{args.per_category}_seed{args.seed}_g{args.guidance:g}_steps{args.steps}"
+    folder = CACHE / key
+    folder.mkdir(parents=True, exist_ok=True)
+
+    base_file = folder / "base.pt"
+    if base_file.exists() and torch.load(base_file)["stages"] == digests:
+        low = torch.load(base_file)["images"]
+    else:
+        start, low = time.perf_counter(), {}
+        for name, scenes in sets.items():
+            low[name], _ = diffusion_samples(cascade.base, [s.caption for s in scenes], args.seed,
+                                             guidance=args.guidance, steps=args.steps)
+            print(f"base stage: {name} drawn ({time.perf_counter() - start:.0f} s)", flush=True)
+        torch.save({"stages": digests, "images": low}, base_file)
+
+    def row(name: str, draw) -> dict:
+        """A row's grades, from its cache or graded now (draw() -> drawings by evaluation list, seconds per scene)."""
+        path = folder / f"{name.replace(' ', '_').replace(',', '_')}.json"
+        if path.exists() and json.loads(path.read_text())["stages"] == digests:
+            return json.loads(path.read_text())
+        images, seconds = draw()
+        result = {"row": name, "rates": grade_sets(images, sets, classifier), "seconds_per_scene": seconds,
+                  "stages": digests}
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{name}: graded", flush=True)
+        return result
+
+    def through_sr(guidance: float, aug_level: float):
+        start, out = time.perf_counter(), {}
+        for name, scenes in sets.items():
+            out[name], _ = diffusion_samples(cascade.sr, [s.caption for s in scenes], args.seed, lowres=low[name],
+                                             guidance=guidance, steps=args.steps, aug_level=aug_level)
+        return out, (time.perf_counter() - start) / sum(len(s) for s in sets.values())
+
+    def upsampled():
+        return {name: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).clamp(0, 1)
+                for name, x in low.items()}, 0.0
+
+    rows = [row("base at 14x28", lambda: (low, 0.0)), row("base upsampled bilinearly to 28x56", upsampled)]
+    rows += [row(f"SR guidance {g:g}, aug_level {a:g}", lambda g=g, a=a: through_sr(g, a)) for g, a in args.sr]
+    ceilings = {f"ceiling at {size}": {name: graded["rate"]
+                                       for name, graded in ceiling(sets, classifier, size, args.seed).items()}
+                for size in (14, 28)}
+
+    names = list(sets)
+    print(f"\nscenes cascade, {args.per_category} captions per category ({args.per_category // 2} twin pairs), base "
+          f"guidance {args.guidance:g}, DDIM {args.steps} steps per stage, seed {args.seed}: the same base drawings "
+          f"graded at 14x28, upsampled, and through the SR stage")
+    print("| drawings | " + " | ".join(names) + " | s per scene (SR) |\n|---|" + "---|" * (len(names) + 1))
+    for r in rows:
+        print(f"| {r['row']} | " + " | ".join(f"{r['rates'][n]:.3f}" for n in names) +
+              f" | {r['seconds_per_scene']:.3f} |")
+    for label, rates in ceilings.items():
+        print(f"| {label} (real scenes) | " + " | ".join(f"{rates[n]:.3f}" for n in names) + " | |")
+    out = Path("bench/results/scenes_sr_settings.json")
+    out.write_text(json.dumps({"per_category": args.per_category, "seed": args.seed, "guidance": args.guidance,
+                               "steps": args.steps, "stages": digests, "rows": [
+                                   {k: v for k, v in r.items() if k != "stages"} for r in rows],
+                               "ceilings": ceilings, "threads": torch.get_num_threads()}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
