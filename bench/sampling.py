@@ -155,11 +155,11 @@ def compare_families(args: argparse.Namespace) -> None:
             scenes.generate(scene_captions[:2], steps=(2, 2))  # warm-up
             s_scenes, _ = timed(two_garments, device, 1)
             rows[-1].update({"scenes_s": s_scenes, "scenes_scene_s": B / s_scenes, "scenes_s_per_scene": s_scenes / B,
-                             "scenes_guidance": list(scenes.guidance)})
+                             "scenes_guidance": list(scenes.guidance), "scenes_aug_level": scenes.aug_level})
     about_scenes = "; the scenes cascade is not shipped yet"
     if scenes is not None:
         about_scenes = (f" and the scenes cascade ({scenes.num_params():,} params, 28×56, DDIM {steps}+{steps} steps, "
-                        f"guidance {scenes.guidance[0]:g} and {scenes.guidance[1]:g})")
+                        f"guidance {scenes.guidance[0]:g} and {scenes.guidance[1]:g}, aug level {scenes.aug_level:g})")
     print(f"shipped models, {device}, {torch.get_num_threads()} threads, load avg at start {load:.2f}: text2img "
           f"({text2img.num_params():,} params, guidance {guidance:g}, temperature {temperature:g}) vs the cascade "
           f"({cascade.num_params():,} params, DDIM {steps}+{steps} steps, guidance {DEFAULT_GUIDANCE[0]:g} and "

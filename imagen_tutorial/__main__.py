@@ -626,7 +626,9 @@ def _demo_sampling(args: argparse.Namespace, model, label: str) -> tuple[dict, s
         temperature = best_temperature if args.temperature is None else args.temperature
         return {"guidance": guidance, "temperature": temperature}, f"guidance {guidance:g}, temperature {temperature:g}"
     guidance = stage_guidance(model, args.guidance)
-    return {"guidance": guidance, "steps": args.steps}, f"DDIM {args.steps} steps per stage, guidance {_both(guidance)}"
+    said = f"DDIM {args.steps} steps per stage, guidance {_both(guidance)}"
+    return {"guidance": guidance, "steps": args.steps}, said + (
+        f", SR aug level {model.aug_level:g}" if isinstance(model, Cascade) else "")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
