@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from imagen_tutorial.__main__ import file_digests
+from imagen_tutorial.__main__ import FLAG_SPECS, file_digests
 from imagen_tutorial.config import check_sampling_args
 from imagen_tutorial.grader import ceiling, evaluation_set, grade, score
 from imagen_tutorial.metrics import diffusion_samples
@@ -56,13 +56,12 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0, help="the base stage's guidance")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps per stage")
     parser.add_argument("--sr", type=sr_setting, nargs="*", default=[(3.0, 0.2), (1.0, 0.2), (1.0, 0.1), (0.0, 0.2)],
-                        help="SR settings GUIDANCE,AUG_LEVEL (the cascade's default is 3,0.2)")
+                        help="SR settings GUIDANCE,AUG_LEVEL (the cascade's first default was 3,0.2; it ships at 1,0)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
         check_sampling_args(guidance=args.guidance, steps=args.steps)
-        if not 1 <= args.per_category <= 1000:
-            raise ValueError(f"--per-category must be 1 to 1000, got {args.per_category}")
+        FLAG_SPECS["per_category"].check("--per-category", args.per_category)
     except ValueError as error:
         parser.error(str(error))
     cascade, classifier = load_pretrained("scenes"), load_pretrained("slot_classifier")
@@ -72,42 +71,44 @@ def main() -> None:
     folder = CACHE / key
     folder.mkdir(parents=True, exist_ok=True)
 
-    base_file = folder / "base.pt"
-    if base_file.exists() and torch.load(base_file)["stages"] == digests:
-        low = torch.load(base_file)["images"]
-    else:
-        start, low = time.perf_counter(), {}
+    def draw(model, lowres: dict | None = None, **sampling) -> tuple[dict, float]:
+        """Every evaluation list drawn by one stage (the SR stage reads `lowres`, the base's drawings by list):
+        drawings by list, and the seconds per scene."""
+        start, out = time.perf_counter(), {}
         for name, scenes in sets.items():
-            low[name], _ = diffusion_samples(cascade.base, [s.caption for s in scenes], args.seed,
-                                             guidance=args.guidance, steps=args.steps)
-            print(f"base stage: {name} drawn ({time.perf_counter() - start:.0f} s)", flush=True)
+            out[name], _ = diffusion_samples(model, [s.caption for s in scenes], args.seed, steps=args.steps,
+                                             **({"lowres": lowres[name]} if lowres else {}), **sampling)
+            print(f"{name} drawn ({time.perf_counter() - start:.0f} s)", flush=True)
+        return out, (time.perf_counter() - start) / sum(len(s) for s in sets.values())
+
+    base_file = folder / "base.pt"
+    cached = torch.load(base_file) if base_file.exists() else {}
+    if cached.get("stages") == digests:
+        low = cached["images"]
+    else:
+        low, _ = draw(cascade.base, guidance=args.guidance)
         torch.save({"stages": digests, "images": low}, base_file)
 
-    def row(name: str, draw) -> dict:
-        """A row's grades, from its cache or graded now (draw() -> drawings by evaluation list, seconds per scene)."""
+    def row(name: str, drawings) -> dict:
+        """A row's grades, from its cache or graded now (drawings() -> drawings by evaluation list, seconds per
+        scene)."""
         path = folder / f"{name.replace(' ', '_').replace(',', '_')}.json"
         if path.exists() and json.loads(path.read_text())["stages"] == digests:
             return json.loads(path.read_text())
-        images, seconds = draw()
+        images, seconds = drawings()
         result = {"row": name, "rates": grade_sets(images, sets, classifier), "seconds_per_scene": seconds,
                   "stages": digests}
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{name}: graded", flush=True)
         return result
 
-    def through_sr(guidance: float, aug_level: float):
-        start, out = time.perf_counter(), {}
-        for name, scenes in sets.items():
-            out[name], _ = diffusion_samples(cascade.sr, [s.caption for s in scenes], args.seed, lowres=low[name],
-                                             guidance=guidance, steps=args.steps, aug_level=aug_level)
-        return out, (time.perf_counter() - start) / sum(len(s) for s in sets.values())
-
     def upsampled():
         return {name: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).clamp(0, 1)
                 for name, x in low.items()}, 0.0
 
     rows = [row("base at 14x28", lambda: (low, 0.0)), row("base upsampled bilinearly to 28x56", upsampled)]
-    rows += [row(f"SR guidance {g:g}, aug_level {a:g}", lambda g=g, a=a: through_sr(g, a)) for g, a in args.sr]
+    rows += [row(f"SR guidance {g:g}, aug_level {a:g}", lambda g=g, a=a: draw(cascade.sr, low, guidance=g, aug_level=a))
+             for g, a in args.sr]
     ceilings = {f"ceiling at {size}": {name: graded["rate"]
                                        for name, graded in ceiling(sets, classifier, size, args.seed).items()}
                 for size in (14, 28)}
