@@ -1,6 +1,7 @@
 """Where the scenes cascade loses what its base stage drew, and which settings of its SR stage keep it.
 
     python bench/scenes_sr_settings.py [--per-category 100] [--guidance 3] [--sr 3,0.2 1,0.2 1,0.1 0,0.2]
+    python bench/scenes_sr_settings.py --sr 1,0 --real 1,0 --sr-stage runs/scenes_sr_ft/weights_step003000.pt
 
 The base stage draws every caption of `grader.evaluation_set` once, at 14×28 (kept in runs/scenes_sr_settings/ with
 the settings and the files' sha256, so later calls and parallel processes reuse it). The grader then reads those
@@ -10,6 +11,11 @@ unconditional pass, 0 ignores it; aug_level is the noise laid on the low-res inp
 are kept beside the drawings, so settings can be split across processes (one thread each) and a last call with every
 setting prints the table and writes bench/results/scenes_sr_settings.json. Rows share the base drawings, so their
 differences are the SR stage's alone.
+
+--real GUIDANCE,AUG_LEVEL adds rows for real test scenes (the ceiling's) area-downsampled to 14×28 and drawn back to
+28×56 by the SR stage: the SR stage's own ceiling, what it makes of a perfect base stage. --sr-stage grades another
+SR stage (a shipped name or a checkpoint file, e.g. a run's kept weights) on the same base drawings; its rows are
+kept apart by the file's sha256 and written to bench/results/scenes_sr_settings_<stem>.json.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from imagen_tutorial.__main__ import FLAG_SPECS, file_digests
+from imagen_tutorial.__main__ import FLAG_SPECS, file_digests, load_any
 from imagen_tutorial.config import check_sampling_args
-from imagen_tutorial.grader import ceiling, evaluation_set, grade, score
+from imagen_tutorial.grader import ceiling, evaluation_set, grade, real_scenes, score
 from imagen_tutorial.metrics import diffusion_samples
 from imagen_tutorial.pretrained import load_pretrained
 
@@ -57,6 +63,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps per stage")
     parser.add_argument("--sr", type=sr_setting, nargs="*", default=[(3.0, 0.2), (1.0, 0.2), (1.0, 0.1), (0.0, 0.2)],
                         help="SR settings GUIDANCE,AUG_LEVEL (the cascade's first default was 3,0.2; it ships at 1,0)")
+    parser.add_argument("--real", type=sr_setting, nargs="*", default=[],
+                        help="SR settings at which the SR stage also draws real test scenes given at 14x28")
+    parser.add_argument("--sr-stage", default="scenes_sr", help="the SR stage: a shipped name or a checkpoint file")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
@@ -64,8 +73,16 @@ def main() -> None:
         FLAG_SPECS["per_category"].check("--per-category", args.per_category)
     except ValueError as error:
         parser.error(str(error))
-    cascade, classifier = load_pretrained("scenes"), load_pretrained("slot_classifier")
-    digests = file_digests("scenes")
+    base, classifier = load_pretrained("scenes_base"), load_pretrained("slot_classifier")
+    try:
+        sr = load_any(args.sr_stage)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    if getattr(sr.config, "condition", None) != "caption_lowres" or sr.config.vocabulary != "scenes":
+        parser.error(f"--sr-stage {args.sr_stage} is not a scenes SR stage (condition 'caption_lowres', vocabulary "
+                     f"'scenes'): give scenes_sr or a checkpoint of a run of configs/scenes_sr.toml")
+    base_digest = file_digests("scenes_base")
+    digests = {**base_digest, **file_digests(args.sr_stage)}
     sets = evaluation_set(args.per_category, args.seed)
     key = f"n{args.per_category}_seed{args.seed}_g{args.guidance:g}_steps{args.steps}"
     folder = CACHE / key
@@ -83,21 +100,23 @@ def main() -> None:
 
     base_file = folder / "base.pt"
     cached = torch.load(base_file) if base_file.exists() else {}
-    if cached.get("stages") == digests:
+    if cached.get("stages", {}).get("scenes_base") == base_digest["scenes_base"]:
         low = cached["images"]
     else:
-        low, _ = draw(cascade.base, guidance=args.guidance)
-        torch.save({"stages": digests, "images": low}, base_file)
+        low, _ = draw(base, guidance=args.guidance)
+        torch.save({"stages": base_digest, "images": low}, base_file)
 
     def row(name: str, drawings) -> dict:
         """A row's grades, from its cache or graded now (drawings() -> drawings by evaluation list, seconds per
         scene)."""
-        path = folder / f"{name.replace(' ', '_').replace(',', '_')}.json"
-        if path.exists() and json.loads(path.read_text())["stages"] == digests:
+        stages = base_digest if name.startswith("base") else digests
+        sr_tag = "" if args.sr_stage == "scenes_sr" or name.startswith("base") else "_" + digests[args.sr_stage][:12]
+        path = folder / f"{name.replace(' ', '_').replace(',', '_')}{sr_tag}.json"
+        if path.exists() and json.loads(path.read_text())["stages"] == stages:
             return json.loads(path.read_text())
         images, seconds = drawings()
         result = {"row": name, "rates": grade_sets(images, sets, classifier), "seconds_per_scene": seconds,
-                  "stages": digests}
+                  "stages": stages}
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{name}: graded", flush=True)
         return result
@@ -107,25 +126,30 @@ def main() -> None:
                 for name, x in low.items()}, 0.0
 
     rows = [row("base at 14x28", lambda: (low, 0.0)), row("base upsampled bilinearly to 28x56", upsampled)]
-    rows += [row(f"SR guidance {g:g}, aug_level {a:g}", lambda g=g, a=a: draw(cascade.sr, low, guidance=g, aug_level=a))
+    rows += [row(f"SR guidance {g:g}, aug_level {a:g}", lambda g=g, a=a: draw(sr, low, guidance=g, aug_level=a))
              for g, a in args.sr]
+    if args.real:
+        real = {name: real_scenes(scenes, args.seed, 14) for name, scenes in sets.items()}
+        rows += [row(f"real scenes at 14x28 through SR guidance {g:g}, aug_level {a:g}",
+                     lambda g=g, a=a: draw(sr, real, guidance=g, aug_level=a)) for g, a in args.real]
     ceilings = {f"ceiling at {size}": {name: graded["rate"]
                                        for name, graded in ceiling(sets, classifier, size, args.seed).items()}
                 for size in (14, 28)}
 
     names = list(sets)
-    print(f"\nscenes cascade, {args.per_category} captions per category ({args.per_category // 2} twin pairs), base "
-          f"guidance {args.guidance:g}, DDIM {args.steps} steps per stage, seed {args.seed}: the same base drawings "
-          f"graded at 14x28, upsampled, and through the SR stage")
+    print(f"\nscenes cascade (SR stage {args.sr_stage}), {args.per_category} captions per category "
+          f"({args.per_category // 2} twin pairs), base guidance {args.guidance:g}, DDIM {args.steps} steps per "
+          f"stage, seed {args.seed}: the same base drawings graded at 14x28, upsampled, and through the SR stage")
     print("| drawings | " + " | ".join(names) + " | s per scene (SR) |\n|---|" + "---|" * (len(names) + 1))
     for r in rows:
         print(f"| {r['row']} | " + " | ".join(f"{r['rates'][n]:.3f}" for n in names) +
               f" | {r['seconds_per_scene']:.3f} |")
     for label, rates in ceilings.items():
         print(f"| {label} (real scenes) | " + " | ".join(f"{rates[n]:.3f}" for n in names) + " | |")
-    out = Path("bench/results/scenes_sr_settings.json")
+    stem = "" if args.sr_stage == "scenes_sr" else "_" + Path(args.sr_stage).stem
+    out = Path(f"bench/results/scenes_sr_settings{stem}.json")
     out.write_text(json.dumps({"per_category": args.per_category, "seed": args.seed, "guidance": args.guidance,
-                               "steps": args.steps, "stages": digests, "rows": [
+                               "steps": args.steps, "sr_stage": args.sr_stage, "stages": digests, "rows": [
                                    {k: v for k, v in r.items() if k != "stages"} for r in rows],
                                "ceilings": ceilings, "threads": torch.get_num_threads()}, indent=1) + "\n")
     print(f"wrote {out}")

@@ -26,12 +26,13 @@ import ship_checkpoint  # noqa: E402
 STAGES = ("scenes_base", "scenes_sr")
 
 
-def train_tiny(out: Path, condition: str, data, steps: int = 2, **model_overrides) -> Path:
+def train_tiny(out: Path, condition: str, data, steps: int = 2, train: dict | None = None,
+               **model_overrides) -> Path:
     """A real (tiny) scenes run of the Trainer: OUT/checkpoint.pt and OUT/log.jsonl, as a run leaves them."""
     config = tiny_scenes_denoiser(condition=condition).config
     config = type(config).from_dict({**config.to_dict(), **model_overrides})
-    cfg = TrainConfig(data="scenes", batch_size=8, steps=steps, warmup_steps=1, log_every=1, eval_every=0,
-                      ckpt_every=100, progress=False, seed=0, ema_decay=0.9)
+    cfg = TrainConfig(**{**dict(data="scenes", batch_size=8, steps=steps, warmup_steps=1, log_every=1, eval_every=0,
+                                ckpt_every=100, progress=False, seed=0, ema_decay=0.9), **(train or {})})
     Trainer(config, cfg, out, data=data).run()
     return out
 
@@ -130,6 +131,30 @@ def test_shipping_refuses_stages_that_do_not_chain(tmp_path, runs, capsys):
     assert re.search(r"do not chain: the SR stage reads 6×12 images .* but the base draws 4×8", capsys.readouterr().err)
     assert (folder / "manifest.json").read_text() == before and sorted(p.name for p in folder.glob("*.pt")) == \
         ["classifier.pt", "slot_classifier.pt"]  # nothing shipped, no file left behind
+
+
+def test_one_stage_of_a_shipped_cascade_is_replaced_by_its_fine_tuned_run_and_the_other_kept(
+        tmp_path, runs, train_slice, monkeypatch, capsys):
+    folder = new_root(tmp_path / "root")
+    assert ship(folder, *stage_args(runs)) == 0
+    before, base_bytes = read_manifest(folder), (folder / "scenes_base.pt").read_bytes()
+    old_log = (folder / "scenes_sr_log.jsonl").read_text()
+    monkeypatch.setenv("IMAGEN_TUTORIAL_CHECKPOINTS", str(folder))  # --init-from scenes_sr: the shipped SR stage
+    tuned = train_tiny(tmp_path / "tuned", "caption_lowres", train_slice, steps=3,
+                       train={"init_from": "scenes_sr", "lr": 1e-4, "seed": 1})
+    assert ship(folder, "--stage", "scenes_nope", str(tuned)) == 2
+    assert "the shipped scenes has the stages scenes_base and scenes_sr: name one of them" in capsys.readouterr().err
+    assert ship(folder, "--stage", "scenes_sr", str(tuned), "--replace") == 0
+    after = read_manifest(folder)
+    assert after["scenes_base"] == before["scenes_base"] and (folder / "scenes_base.pt").read_bytes() == base_bytes
+    assert after["scenes_sr"]["steps"] == 3 and after["scenes_sr"]["sha256"] != before["scenes_sr"]["sha256"]
+    assert after["scenes"]["stages"] == {"scenes_base": before["scenes_base"]["sha256"],
+                                         "scenes_sr": after["scenes_sr"]["sha256"]}
+    assert after["scenes_sr"]["trained"].startswith("fine-tuned from the shipped scenes_sr (2 steps in ")
+    assert "changed: steps 3, lr 0.0001, seed 1): 3 steps of batch 8" in after["scenes_sr"]["trained"]
+    log = (folder / "scenes_sr_log.jsonl").read_text()  # the shipped stage's history, then the fine-tuning's
+    assert log == old_log + '{"fine_tuned_from": "scenes_sr", "steps_before": 2}\n' + (tuned / "log.jsonl").read_text()
+    assert isinstance(load_pretrained("scenes", root=folder), Cascade)
 
 
 def test_shipping_refuses_a_run_that_is_not_a_scenes_model(tmp_path, train_slice, capsys):

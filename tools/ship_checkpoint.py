@@ -20,6 +20,8 @@ accuracy as "best_guidance".
 
 A cascade ships in one command: --stage twice, its base stage then its SR stage, each NAME RUN shipped as --run
 ships it, after checking that the two chain (the SR stage reads the base's images and the same caption grammar).
+--stage once replaces one stage of a shipped cascade and keeps the other (e.g. an SR stage fine-tuned from the
+shipped one with --init-from: its entry then says so, and its log follows the shipped stage's log).
 The cascade's entry (kind "cascade") names both stages with their sha256 and holds its `default_guidance` and
 `default_aug_level` (what load_pretrained's cascade samples with): --default-guidance BASE SR and
 --default-aug-level LEVEL; else, with --evaluation, the settings of the run with the best mean fraction of the
@@ -155,7 +157,8 @@ def stage_model(name: str, run: Path, state: dict, model, limit: int, folder: Pa
         minutes = state["elapsed_s"] / 60
         if how is None:
             images = state["step"] * train_cfg["batch_size"]
-            how = (f"{state['step']} steps of batch {train_cfg['batch_size']} ({images:,} images) in {minutes:.0f} "
+            how = (f"{fine_tuned(name, train_cfg, read_entries(folder).get(name))}"
+                   f"{state['step']} steps of batch {train_cfg['batch_size']} ({images:,} images) in {minutes:.0f} "
                    f"min on a 2-core CPU, one thread, "
                    f"{'fp32, EMA weights' if diffusion else 'bf16 autocast'}, sharing the cores with "
                    f"the other course runs: OMP_NUM_THREADS=1 python -m imagen_tutorial train --config "
@@ -173,10 +176,28 @@ def stage_model(name: str, run: Path, state: dict, model, limit: int, folder: Pa
     return entry, tmp
 
 
+def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> str:
+    """How a run fine-tuned from the shipped `name` itself began ("" for any other run): the shipped stage's steps
+    and what this run changed in its recipe."""
+    if not old or train_cfg.get("init_from") != name:
+        return ""
+    before = old.get("train_config", {})
+    changed = ", ".join(f"{key} {value}" for key, value in train_cfg.items()
+                        if key != "init_from" and before.get(key) != json.loads(json.dumps(value)))
+    return (f"fine-tuned from the shipped {name} ({old.get('steps')} steps in {old.get('train_minutes')} min, "
+            f"--init-from {name}; changed: {changed or 'nothing'}): ")
+
+
 def install(name: str, tmp: Path, run: Path, folder: Path) -> None:
-    """Put a staged file in place (atomically) and copy its run's log beside it."""
+    """Put a staged file in place (atomically) and copy its run's log beside it (after the shipped stage's log,
+    with a line saying where it begins, if the run was fine-tuned from that shipped stage)."""
+    log, shipped_log = (run / "log.jsonl").read_text(), folder / f"{name}_log.jsonl"
+    state = load_checkpoint(run / "checkpoint.pt")
+    if state["train_config"].get("init_from") == name and shipped_log.is_file():
+        marker = {"fine_tuned_from": name, "steps_before": read_entries(folder).get(name, {}).get("steps")}
+        log = shipped_log.read_text() + json.dumps(marker) + "\n" + log
     tmp.replace(folder / f"{name}.pt")
-    shutil.copyfile(run / "log.jsonl", folder / f"{name}_log.jsonl")
+    shipped_log.write_text(log)
 
 
 def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder: Path = CHECKPOINT_DIR,
@@ -189,11 +210,21 @@ def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder:
 # ---------------------------------------------------------------- a cascade
 def ship_cascade(name: str, stages: list[tuple[str, Path]], limit: int, folder: Path = CHECKPOINT_DIR,
                  replace: bool = False) -> dict[str, dict]:
-    """Both stages of a cascade from their runs, checked to chain before either is installed: {stage: entry}."""
-    if len(stages) != 2 or name in dict(stages):
+    """Both stages of a cascade from their runs (or one, the other kept as shipped), checked to chain before
+    either is installed: {stage: entry}."""
+    if len(stages) not in (1, 2) or name in dict(stages):
         raise ShipError(f"a cascade has two stages with names of their own: --stage BASE_NAME RUN --stage SR_NAME "
                         f"RUN (e.g. --stage {name}_base runs/{name}_base --stage {name}_sr runs/{name}_sr)")
-    loaded = [load_run(stage, run) for stage, run in stages]  # (state, model) each: checked before any export
+    kept: dict[str, dict] = {}
+    if len(stages) == 1:  # one stage replaced: the other stays the shipped one
+        kept = shipped_stages(name, folder)
+        if stages[0][0] not in kept:
+            raise ShipError(f"the shipped {name} has the stages {' and '.join(kept)}: name one of them with --stage "
+                            f"to replace it, or give --stage twice to ship a new cascade")
+        new = dict(stages)
+        stages = [(stage, new.get(stage)) for stage in kept]
+    loaded = [load_run(stage, run) if run is not None else (None, model_from_state(
+        load_checkpoint(folder / kept[stage]["file"])).eval()) for stage, run in stages]  # checked before export
     check_vocabulary(name, loaded[0][1].config.vocabulary, f"run {stages[0][1]}")
     try:
         Cascade(loaded[0][1], loaded[1][1])
@@ -202,14 +233,16 @@ def ship_cascade(name: str, stages: list[tuple[str, Path]], limit: int, folder: 
     staged: dict[str, tuple[dict, Path]] = {}
     try:
         for (stage, run), (state, model) in zip(stages, loaded, strict=True):
-            staged[stage] = stage_model(stage, run, state, model, limit, folder, replace=replace)
+            if run is not None:
+                staged[stage] = stage_model(stage, run, state, model, limit, folder, replace=replace)
     except BaseException:
         for _, tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
     for stage, run in stages:
-        install(stage, staged[stage][1], run, folder)
-    return {stage: entry for stage, (entry, _) in staged.items()}
+        if run is not None:
+            install(stage, staged[stage][1], run, folder)
+    return {stage: staged[stage][0] if run is not None else kept[stage] for stage, run in stages}
 
 
 def cascade_stages(stages: dict[str, dict]) -> dict:
@@ -387,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--run", type=Path, help="training folder holding checkpoint.pt and log.jsonl")
     what.add_argument("--stage", nargs=2, action="append", metavar=("STAGE", "RUN"),
-                      help="a cascade's stage and its training folder; twice: the base stage, then the SR stage")
+                      help="a cascade's stage and its training folder; twice: the base stage, then the SR stage; "
+                           "once: that stage of the shipped cascade replaced, the other kept")
     what.add_argument("--judge", type=Path, help="a classifier written by tools/train_judge.py")
     parser.add_argument("--limit", type=int, default=1000,
                         help="with --run or --stage: test images (scenes) for the shipped file's test figure")
