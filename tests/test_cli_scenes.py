@@ -150,8 +150,10 @@ def test_one_stage_of_a_shipped_cascade_is_replaced_by_its_fine_tuned_run_and_th
     assert after["scenes_sr"]["steps"] == 3 and after["scenes_sr"]["sha256"] != before["scenes_sr"]["sha256"]
     assert after["scenes"]["stages"] == {"scenes_base": before["scenes_base"]["sha256"],
                                          "scenes_sr": after["scenes_sr"]["sha256"]}
-    assert after["scenes_sr"]["trained"].startswith("fine-tuned from the shipped scenes_sr (2 steps in ")
-    assert "changed: steps 3, lr 0.0001, seed 1): 3 steps of batch 8" in after["scenes_sr"]["trained"]
+    trained = after["scenes_sr"]["trained"]
+    assert re.match(r"fine-tuned from the shipped scenes_sr \(2 steps in [\d.]+ min\): 3 steps of batch 8", trained)
+    assert trained.endswith("--config configs/scenes_sr.toml --init-from scenes_sr --steps 3 --lr 0.0001 --seed 1 "
+                            "--out runs/scenes_sr")
     log = (folder / "scenes_sr_log.jsonl").read_text()  # the shipped stage's history, then the fine-tuning's
     assert log == old_log + '{"fine_tuned_from": "scenes_sr", "steps_before": 2}\n' + (tuned / "log.jsonl").read_text()
     assert isinstance(load_pretrained("scenes", root=folder), Cascade)

@@ -157,12 +157,12 @@ def stage_model(name: str, run: Path, state: dict, model, limit: int, folder: Pa
         minutes = state["elapsed_s"] / 60
         if how is None:
             images = state["step"] * train_cfg["batch_size"]
-            how = (f"{fine_tuned(name, train_cfg, read_entries(folder).get(name))}"
-                   f"{state['step']} steps of batch {train_cfg['batch_size']} ({images:,} images) in {minutes:.0f} "
-                   f"min on a 2-core CPU, one thread, "
+            began, flags = fine_tuned(name, train_cfg, read_entries(folder).get(name))
+            how = (f"{began}{state['step']} steps of batch {train_cfg['batch_size']} ({images:,} images) in "
+                   f"{minutes:.0f} min on a 2-core CPU, one thread, "
                    f"{'fp32, EMA weights' if diffusion else 'bf16 autocast'}, sharing the cores with "
                    f"the other course runs: OMP_NUM_THREADS=1 python -m imagen_tutorial train --config "
-                   f"configs/{name}.toml --out runs/{name}")
+                   f"configs/{name}.toml {flags + ' ' if flags else ''}--out runs/{name}")
         entry = {"file": f"{name}.pt", "sha256": file_sha256(tmp),
                  "kind": "diffusion_model" if diffusion else "image_model", "size_bytes": size,
                  "parameters": shipped.num_params(), "config": shipped.config.to_dict(), "train_config": train_cfg,
@@ -176,16 +176,18 @@ def stage_model(name: str, run: Path, state: dict, model, limit: int, folder: Pa
     return entry, tmp
 
 
-def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> str:
-    """How a run fine-tuned from the shipped `name` itself began ("" for any other run): the shipped stage's steps
-    and what this run changed in its recipe."""
+def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> tuple[str, str]:
+    """How a run fine-tuned from the shipped `name` itself began, and the flags its command added to the config
+    ("", "" for any other run): the shipped stage's steps and the recipe keys the run changed."""
     if not old or train_cfg.get("init_from") != name:
-        return ""
+        return "", ""
     before = old.get("train_config", {})
-    changed = ", ".join(f"{key} {value}" for key, value in train_cfg.items()
-                        if key != "init_from" and before.get(key) != json.loads(json.dumps(value)))
-    return (f"fine-tuned from the shipped {name} ({old.get('steps')} steps in {old.get('train_minutes')} min, "
-            f"--init-from {name}; changed: {changed or 'nothing'}): ")
+    changed = {key: value for key, value in train_cfg.items()
+               if key in before and key != "extra" and before[key] != json.loads(json.dumps(value))}  # extra: notes
+    changed = dict(sorted(changed.items(), key=lambda item: item[0] != "init_from"))  # --init-from first
+    flags = " ".join(f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, (list, tuple))
+                                                       else str(value)) for key, value in changed.items())
+    return f"fine-tuned from the shipped {name} ({old.get('steps')} steps in {old.get('train_minutes')} min): ", flags
 
 
 def install(name: str, tmp: Path, run: Path, folder: Path) -> None:
