@@ -190,12 +190,11 @@ def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> tuple[str, str]:
     return f"fine-tuned from the shipped {name} ({old.get('steps')} steps in {old.get('train_minutes')} min): ", flags
 
 
-def install(name: str, tmp: Path, run: Path, folder: Path) -> None:
+def install(name: str, tmp: Path, run: Path, folder: Path, init_from: str = "") -> None:
     """Put a staged file in place (atomically) and copy its run's log beside it (after the shipped stage's log,
-    with a line saying where it begins, if the run was fine-tuned from that shipped stage)."""
+    with a line saying where it begins, if the run was fine-tuned from that shipped stage: `init_from` == name)."""
     log, shipped_log = (run / "log.jsonl").read_text(), folder / f"{name}_log.jsonl"
-    state = load_checkpoint(run / "checkpoint.pt")
-    if state["train_config"].get("init_from") == name and shipped_log.is_file():
+    if init_from == name and shipped_log.is_file():
         marker = {"fine_tuned_from": name, "steps_before": read_entries(folder).get(name, {}).get("steps")}
         log = shipped_log.read_text() + json.dumps(marker) + "\n" + log
     tmp.replace(folder / f"{name}.pt")
@@ -204,8 +203,9 @@ def install(name: str, tmp: Path, run: Path, folder: Path) -> None:
 
 def ship_model(name: str, run: Path, limit: int, how: str | None = None, folder: Path = CHECKPOINT_DIR,
                replace: bool = False) -> dict:
-    entry, tmp = stage_model(name, run, *load_run(name, run), limit, folder, how, replace)
-    install(name, tmp, run, folder)
+    state, model = load_run(name, run)
+    entry, tmp = stage_model(name, run, state, model, limit, folder, how, replace)
+    install(name, tmp, run, folder, state["train_config"].get("init_from", ""))
     return entry
 
 
@@ -227,7 +227,8 @@ def ship_cascade(name: str, stages: list[tuple[str, Path]], limit: int, folder: 
         stages = [(stage, new.get(stage)) for stage in kept]
     loaded = [load_run(stage, run) if run is not None else (None, model_from_state(
         load_checkpoint(folder / kept[stage]["file"])).eval()) for stage, run in stages]  # checked before export
-    check_vocabulary(name, loaded[0][1].config.vocabulary, f"run {stages[0][1]}")
+    check_vocabulary(name, loaded[0][1].config.vocabulary,
+                     f"run {stages[0][1]}" if stages[0][1] else f"the shipped {stages[0][0]}")
     try:
         Cascade(loaded[0][1], loaded[1][1])
     except ValueError as error:
@@ -241,9 +242,9 @@ def ship_cascade(name: str, stages: list[tuple[str, Path]], limit: int, folder: 
         for _, tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
-    for stage, run in stages:
+    for (stage, run), (state, _) in zip(stages, loaded, strict=True):
         if run is not None:
-            install(stage, staged[stage][1], run, folder)
+            install(stage, staged[stage][1], run, folder, state["train_config"].get("init_from", ""))
     return {stage: staged[stage][0] if run is not None else kept[stage] for stage, run in stages}
 
 
