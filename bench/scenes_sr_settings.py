@@ -15,7 +15,7 @@ differences are the SR stage's alone.
 --real GUIDANCE,AUG_LEVEL adds rows for real test scenes (the ceiling's) area-downsampled to 14×28 and drawn back to
 28×56 by the SR stage: the SR stage's own ceiling, what it makes of a perfect base stage. --sr-stage grades another
 SR stage (a shipped name or a checkpoint file, e.g. a run's kept weights) on the same base drawings; its rows are
-kept apart by the file's sha256 and written to bench/results/scenes_sr_settings_<stem>.json.
+kept apart by the file's sha256 and written to bench/results/scenes_sr_settings_<stem>.json (or --json).
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def main() -> None:
                         help="SR settings at which the SR stage also draws real test scenes given at 14x28")
     parser.add_argument("--sr-stage", default="scenes_sr", help="the SR stage: a shipped name or a checkpoint file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where the table's figures go (default bench/results/scenes_sr_settings[_<stage>].json)")
     args = parser.parse_args()
     try:
         check_sampling_args(guidance=args.guidance, steps=args.steps)
@@ -147,7 +149,7 @@ def main() -> None:
     for label, rates in ceilings.items():
         print(f"| {label} (real scenes) | " + " | ".join(f"{rates[n]:.3f}" for n in names) + " | |")
     stem = "" if args.sr_stage == "scenes_sr" else "_" + Path(args.sr_stage).stem
-    out = Path(f"bench/results/scenes_sr_settings{stem}.json")
+    out = args.json or Path(f"bench/results/scenes_sr_settings{stem}.json")
     out.write_text(json.dumps({"per_category": args.per_category, "seed": args.seed, "guidance": args.guidance,
                                "steps": args.steps, "sr_stage": args.sr_stage, "stages": digests, "rows": [
                                    {k: v for k, v in r.items() if k != "stages"} for r in rows],
