@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from imagen_tutorial.__main__ import FLAG_SPECS, file_digests, load_any
+from imagen_tutorial.cascade import Cascade
 from imagen_tutorial.config import check_sampling_args
 from imagen_tutorial.grader import ceiling, evaluation_set, grade, real_scenes, score
 from imagen_tutorial.metrics import diffusion_samples
@@ -78,11 +79,9 @@ def main() -> None:
     base, classifier = load_pretrained("scenes_base"), load_pretrained("slot_classifier")
     try:
         sr = load_any(args.sr_stage)
+        Cascade(base, sr)  # the SR stage must chain with the shipped base: its condition, canvas and grammar
     except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    if getattr(sr.config, "condition", None) != "caption_lowres" or sr.config.vocabulary != "scenes":
-        parser.error(f"--sr-stage {args.sr_stage} is not a scenes SR stage (condition 'caption_lowres', vocabulary "
-                     f"'scenes'): give scenes_sr or a checkpoint of a run of configs/scenes_sr.toml")
+        parser.error(f"--sr-stage {args.sr_stage}: {error}")
     base_digest = file_digests("scenes_base")
     digests = {**base_digest, **file_digests(args.sr_stage)}
     sets = evaluation_set(args.per_category, args.seed)
@@ -102,7 +101,7 @@ def main() -> None:
 
     base_file = folder / "base.pt"
     cached = torch.load(base_file) if base_file.exists() else {}
-    if cached.get("stages", {}).get("scenes_base") == base_digest["scenes_base"]:
+    if cached.get("stages") == base_digest:
         low = cached["images"]
     else:
         low, _ = draw(base, guidance=args.guidance)
@@ -111,8 +110,9 @@ def main() -> None:
     def row(name: str, drawings) -> dict:
         """A row's grades, from its cache or graded now (drawings() -> drawings by evaluation list, seconds per
         scene)."""
-        stages = base_digest if name.startswith("base") else digests
-        sr_tag = "" if args.sr_stage == "scenes_sr" or name.startswith("base") else "_" + digests[args.sr_stage][:12]
+        through_sr = not name.startswith("base")  # a base row depends on the base stage alone
+        stages = digests if through_sr else base_digest
+        sr_tag = "_" + digests[args.sr_stage][:12] if through_sr and args.sr_stage != "scenes_sr" else ""
         path = folder / f"{name.replace(' ', '_').replace(',', '_')}{sr_tag}.json"
         if path.exists() and json.loads(path.read_text())["stages"] == stages:
             return json.loads(path.read_text())

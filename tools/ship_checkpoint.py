@@ -55,7 +55,7 @@ from imagen_tutorial.checkpoint import CheckpointError, export_model, file_sha25
 from imagen_tutorial.config import check_sampling_args
 from imagen_tutorial.data import load_fashion_mnist
 from imagen_tutorial.metrics import dataset_bits_per_dim, diffusion_test_loss, load_judge
-from imagen_tutorial.pretrained import CHECKPOINT_DIR
+from imagen_tutorial.pretrained import CHECKPOINT_DIR, load_pretrained
 from imagen_tutorial.scenes import test_scenes
 
 MAX_BYTES = 16 * 2**20
@@ -225,8 +225,8 @@ def ship_cascade(name: str, stages: list[tuple[str, Path]], limit: int, folder: 
                             f"to replace it, or give --stage twice to ship a new cascade")
         new = dict(stages)
         stages = [(stage, new.get(stage)) for stage in kept]
-    loaded = [load_run(stage, run) if run is not None else (None, model_from_state(
-        load_checkpoint(folder / kept[stage]["file"])).eval()) for stage, run in stages]  # checked before export
+    loaded = [load_run(stage, run) if run is not None else (None, load_pretrained(stage, root=folder))
+              for stage, run in stages]  # checked before export
     check_vocabulary(name, loaded[0][1].config.vocabulary,
                      f"run {stages[0][1]}" if stages[0][1] else f"the shipped {stages[0][0]}")
     try:
