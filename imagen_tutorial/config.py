@@ -356,6 +356,9 @@ class TrainConfig(_DictMixin):
     aug_max: float = 0.5  # diffusion super-resolution: noise augmentation levels drawn from U(0, aug_max)
     init_from: str = ""  # start from these weights (a checkpoint file or a shipped name): fine-tuning; "" = random
     data: str = "fashion-mnist"  # what to train on: single garments, or the two-garment scenes of Part III
+    # data='scenes': how often training draws each form of the grammar, in captions.FORMS order (alone, on the
+    # left, on the right, and, left of, right of, two): relations most, since word order is the hardest to learn
+    scene_forms: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 1.0)
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
@@ -394,6 +397,8 @@ class TrainConfig(_DictMixin):
                                     "random weights"),
         "data": Spec(str, choices=("fashion-mnist", "scenes"), note="scenes needs a model with vocabulary="
                                                                       "'scenes' and aspect=2"),
+        "scene_forms": Spec(tuple, length=7, item=Spec(float, 0),
+                            note="weights of alone, on the left, on the right, and, left of, right of, two"),
         "progress": Spec(bool),
         "extra": Spec(dict),
     }
@@ -405,6 +410,8 @@ class TrainConfig(_DictMixin):
         if self.stop_at > self.steps:
             _fail(f"stop_at={self.stop_at} is past steps={self.steps}, where the schedule ends: use stop_at <= steps "
                   f"(0 trains to steps)")
+        if not sum(self.scene_forms):
+            _fail("scene_forms are all 0: give at least one form of the scenes grammar a weight above 0")
         if self.schedule == "time" and self.max_minutes <= 0:
             _fail("schedule='time' decays the learning rate over max_minutes: set max_minutes > 0 as well")
 

@@ -13,13 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .captions import CATEGORIES, FORMS, Garment, Scene
+from .config import TrainConfig
 from .data import load_fashion_mnist
 
 SLOT = 28  # a slot's side; the canvas is SLOT × 2·SLOT
 DARK = 0.4  # a dark garment's intensity, as a fraction of the original
 SMALL = 14  # a small garment's side, centred in its slot
-# How often training draws each form: relations most, since the order of the words is what is hardest to learn.
-TRAIN_FORMS = {"alone": 1, "on the left": 1, "on the right": 1, "and": 2, "left of": 3, "right of": 3, "two": 1}
+# How often training draws each form by default (TrainConfig.scene_forms): relations most, since the order of the
+# words is what is hardest to learn.
+TRAIN_FORMS = dict(zip(FORMS, TrainConfig.scene_forms, strict=True))
 ATTRIBUTE_P = 0.25  # each garment is dark, and independently small, with this probability
 
 
@@ -34,10 +36,12 @@ def _garment(generator: torch.Generator) -> Garment:
     return Garment(label, dark, small)
 
 
-def draw_scene(generator: torch.Generator, train: bool = True) -> Scene:
-    """One scene of the training mix (TRAIN_FORMS, ATTRIBUTE_P); with train=True never a held-out one."""
+def draw_scene(generator: torch.Generator, train: bool = True, forms: tuple[float, ...] | None = None) -> Scene:
+    """One scene of the training mix (ATTRIBUTE_P, and `forms`: a weight per form of FORMS, default TRAIN_FORMS);
+    with train=True never a held-out one."""
+    weights = list(TRAIN_FORMS.values() if forms is None else forms)
     while True:
-        form = _choice(list(TRAIN_FORMS), list(TRAIN_FORMS.values()), generator)
+        form = _choice(list(FORMS), weights, generator)
         if form == "two":
             scene = Scene(form, (Garment(torch.randint(10, (1,), generator=generator).item()),) * 2)
         else:
@@ -88,9 +92,10 @@ class Wardrobe:
                                                                          garment)
         return canvas
 
-    def batch(self, n: int, generator: torch.Generator, train: bool = True) -> tuple[Tensor, list[str]]:
-        """`n` scenes of the training mix: (uint8 canvases [n, 28, 56], their captions)."""
-        scenes = [draw_scene(generator, train) for _ in range(n)]
+    def batch(self, n: int, generator: torch.Generator, train: bool = True,
+              forms: tuple[float, ...] | None = None) -> tuple[Tensor, list[str]]:
+        """`n` scenes of the training mix (`forms`: as `draw_scene`'s): (uint8 canvases [n, 28, 56], captions)."""
+        scenes = [draw_scene(generator, train, forms) for _ in range(n)]
         return self.render(scenes, generator), [s.caption for s in scenes]
 
 

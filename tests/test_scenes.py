@@ -35,7 +35,7 @@ from imagen_tutorial.grader import (
     to_slots,
     verdict,
 )
-from imagen_tutorial.scenes import DARK, SLOT, SMALL, Wardrobe, draw_category, draw_scene, dress
+from imagen_tutorial.scenes import DARK, SLOT, SMALL, TRAIN_FORMS, Wardrobe, draw_category, draw_scene, dress
 from imagen_tutorial.train import Trainer
 
 
@@ -137,6 +137,18 @@ def test_held_out_combinations_are_never_drawn_for_training():
         assert not any((a, g.label) in HELD_OUT_ATTRIBUTES for g in scene.garments for a in g.attributes)
     assert parse_scene("a bag to the right of a sandal").category == "held-out"  # sandal | bag, said the other way
     assert parse_scene("a small sandal on the left").category == "held-out"
+
+
+def test_scene_forms_weigh_the_training_mix():
+    def forms(n, weights=None):
+        generator = torch.Generator().manual_seed(3)
+        return [draw_scene(generator, forms=weights).form for _ in range(n)]
+
+    assert forms(300) == forms(300, tuple(TRAIN_FORMS.values()))  # the default mix, draw for draw
+    assert set(forms(200, (0, 0, 0, 1, 0, 0, 0))) == {"and"}
+    drawn = forms(4000, (1, 1, 1, 6, 3, 3, 1))
+    assert drawn.count("and") / len(drawn) == pytest.approx(6 / 16, abs=0.03)
+    assert drawn.count("two") / len(drawn) == pytest.approx(1 / 16, abs=0.02)
 
 
 def test_category_draws_are_reproducible_and_of_their_category():
@@ -342,3 +354,13 @@ def test_scenes_data_needs_a_scenes_model_and_no_flips(tmp_path, train_slice):
                 TrainConfig(data="scenes", progress=False), tmp_path, data=train_slice)
     with pytest.raises(ValueError, match="a flip would swap left and right"):
         _scenes_trainer(tmp_path, hflip=0.5)
+    with pytest.raises(ValueError, match="scene_forms weighs the forms of the scenes grammar and does not apply"):
+        Trainer(ModelConfig(family="diffusion", image_size=4, patch_size=2, d_model=32),
+                TrainConfig(scene_forms=(1, 1, 1, 6, 3, 3, 1), progress=False), tmp_path, data=train_slice)
+
+
+def test_a_scenes_run_cannot_resume_with_another_mix_of_forms(tmp_path):
+    _scenes_trainer(tmp_path, steps=4, stop_at=2).run()
+    with pytest.raises(ValueError, match=r"scene_forms=\(1\.0, 1\.0, 1\.0, 2\.0, 3\.0, 3\.0, 1\.0\) in the "
+                                         r"checkpoint but \(1\.0, 1\.0, 1\.0, 6\.0, 3\.0, 3\.0, 1\.0\) here"):
+        _scenes_trainer(tmp_path, resume=True, scene_forms=(1, 1, 1, 6, 3, 3, 1))

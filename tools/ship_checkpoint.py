@@ -52,7 +52,7 @@ import torch
 
 from imagen_tutorial.cascade import DEFAULT_AUG_LEVEL, DEFAULT_GUIDANCE, Cascade
 from imagen_tutorial.checkpoint import CheckpointError, export_model, file_sha256, load_checkpoint, model_from_state
-from imagen_tutorial.config import check_sampling_args
+from imagen_tutorial.config import TrainConfig, check_sampling_args
 from imagen_tutorial.data import load_fashion_mnist
 from imagen_tutorial.metrics import dataset_bits_per_dim, diffusion_test_loss, load_judge
 from imagen_tutorial.pretrained import CHECKPOINT_DIR, load_pretrained
@@ -181,7 +181,8 @@ def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> tuple[str, str]:
     ("", "" for any other run): the shipped stage's steps and the recipe keys the run changed."""
     if not old or train_cfg.get("init_from") != name:
         return "", ""
-    before = old.get("train_config", {})
+    before = {**TrainConfig().to_dict(), **old.get("train_config", {})}  # a field newer than the shipped stage
+    before = json.loads(json.dumps(before))                                 # ran at its default
     changed = {key: value for key, value in train_cfg.items()
                if key in before and key != "extra" and before[key] != json.loads(json.dumps(value))}  # extra: notes
     changed = dict(sorted(changed.items(), key=lambda item: item[0] != "init_from"))  # --init-from first
