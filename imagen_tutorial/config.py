@@ -359,6 +359,9 @@ class TrainConfig(_DictMixin):
     # data='scenes': how often training draws each form of the grammar, in captions.FORMS order (alone, on the
     # left, on the right, and, left of, right of, two): relations most, since word order is the hardest to learn
     scene_forms: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 1.0)
+    # data='scenes': draw "A and B" with A on the left, in the order of mention, instead of either way round (the
+    # caption allows both; evaluation and the grader still do)
+    and_in_order: bool = False
     progress: bool = True  # tqdm progress bar (TQDM_DISABLE=1 also turns it off)
     extra: dict = field(default_factory=dict)  # free-form notes kept in the checkpoint
 
@@ -399,6 +402,7 @@ class TrainConfig(_DictMixin):
                                                                       "'scenes' and aspect=2"),
         "scene_forms": Spec(tuple, length=7, item=Spec(float, 0),
                             note="weights of alone, on the left, on the right, and, left of, right of, two"),
+        "and_in_order": Spec(bool, note="data='scenes' only"),
         "progress": Spec(bool),
         "extra": Spec(dict),
     }

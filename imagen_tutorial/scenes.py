@@ -76,12 +76,13 @@ class Wardrobe:
         pool = self.by_class[label]
         return self.images[pool[torch.randperm(len(pool), generator=generator)[:n]]]
 
-    def render(self, scenes: list[Scene], generator: torch.Generator) -> Tensor:
+    def render(self, scenes: list[Scene], generator: torch.Generator, and_in_order: bool = False) -> Tensor:
         """Scenes -> uint8 canvases [B, 28, 56]: one true layout per scene (drawn when the caption allows several,
-        e.g. "a bag and a sneaker"), each garment a different real image."""
+        e.g. "a bag and a sneaker"; and_in_order: "A and B" always with A on the left), each garment a different
+        real image."""
         canvas = torch.zeros(len(scenes), SLOT, 2 * SLOT, dtype=torch.uint8)
         for b, scene in enumerate(scenes):
-            layouts = scene.layouts
+            layouts = scene.layouts[:1] if and_in_order and scene.form == "and" else scene.layouts
             left, right = layouts[torch.randint(len(layouts), (1,), generator=generator).item()]
             if scene.form == "two":  # the same class twice: two different garments
                 canvas[b] = torch.cat(list(self.pick(left.label, generator, 2)), dim=1)
@@ -92,11 +93,12 @@ class Wardrobe:
                                                                          garment)
         return canvas
 
-    def batch(self, n: int, generator: torch.Generator, train: bool = True,
-              forms: tuple[float, ...] | None = None) -> tuple[Tensor, list[str]]:
-        """`n` scenes of the training mix (`forms`: as `draw_scene`'s): (uint8 canvases [n, 28, 56], captions)."""
+    def batch(self, n: int, generator: torch.Generator, train: bool = True, forms: tuple[float, ...] | None = None,
+              and_in_order: bool = False) -> tuple[Tensor, list[str]]:
+        """`n` scenes of the training mix (`forms`: as `draw_scene`'s; `and_in_order`: as `render`'s): (uint8
+        canvases [n, 28, 56], their captions)."""
         scenes = [draw_scene(generator, train, forms) for _ in range(n)]
-        return self.render(scenes, generator), [s.caption for s in scenes]
+        return self.render(scenes, generator, and_in_order), [s.caption for s in scenes]
 
 
 def test_scenes(n: int, seed: int = 0) -> tuple[Tensor, list[str]]:

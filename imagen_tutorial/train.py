@@ -64,7 +64,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 # On resume these fix which images each step reads, so the resumed run could not be the same run.
-FIXED_ON_RESUME = ("batch_size", "accum_steps", "seed", "train_images", "data", "scene_forms")
+FIXED_ON_RESUME = ("batch_size", "accum_steps", "seed", "train_images", "data", "scene_forms", "and_in_order")
 # On resume these are applied to the optimizer and the LR schedule from the resumed step on.
 SCHEDULE_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "steps", "weight_decay", "betas", "schedule", "max_minutes")
 
@@ -177,17 +177,19 @@ class BatchStream:
 
 class SceneStream:
     """Two-garment scenes (Part III), a batch per call, drawn from a generator seeded by (seed, count, rank): the
-    position is one count, so a resumed run draws exactly the scenes the straight run would have drawn. `forms`:
-    how often each form of the grammar is drawn (TrainConfig.scene_forms)."""
+    position is one count, so a resumed run draws exactly the scenes the straight run would have drawn. `forms`
+    and `and_in_order`: how often each form of the grammar is drawn, and how "A and B" is laid out (TrainConfig's
+    scene_forms and and_in_order)."""
 
-    def __init__(self, wardrobe, batch: int, seed: int, rank: int = 0, forms: tuple[float, ...] | None = None) -> None:
+    def __init__(self, wardrobe, batch: int, seed: int, rank: int = 0, forms: tuple[float, ...] | None = None,
+                 and_in_order: bool = False) -> None:
         self.wardrobe, self.batch, self.seed, self.rank, self.count = wardrobe, batch, seed, rank, 0
-        self.forms = forms
+        self.forms, self.and_in_order = forms, and_in_order
 
     def next(self) -> tuple[torch.Tensor, list[str]]:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.count) * 1024 + self.rank)
         self.count += 1
-        return self.wardrobe.batch(self.batch, generator, forms=self.forms)
+        return self.wardrobe.batch(self.batch, generator, forms=self.forms, and_in_order=self.and_in_order)
 
     def state_dict(self) -> dict:
         return {"count": self.count}
@@ -209,6 +211,9 @@ def check_data(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
                          f"{model_cfg.family!r}, aspect={model_cfg.aspect}, {model_cfg.condition!r})")
     if not scenes_model and cfg.scene_forms != TrainConfig.scene_forms:
         raise ValueError("scene_forms weighs the forms of the scenes grammar and does not apply to data="
+                         "'fashion-mnist' (single garments): drop it")
+    if not scenes_model and cfg.and_in_order:
+        raise ValueError("and_in_order lays out the scenes of 'A and B' captions and does not apply to data="
                          "'fashion-mnist' (single garments): drop it")
     if scenes_model and (cfg.hflip or cfg.crop_padding):
         raise ValueError("hflip and crop_padding do not apply to scenes: a flip would swap left and right. Set both "
@@ -268,7 +273,7 @@ class Trainer:
         self.scenes = cfg.data == "scenes"
         if self.scenes:  # each step draws new scenes from the garments; each caption is tokenized as drawn
             self.batches = SceneStream(Wardrobe(images, labels), self.micro_batch, cfg.seed, self.rank,
-                                       cfg.scene_forms)
+                                       cfg.scene_forms, cfg.and_in_order)
         else:
             self.images, self.labels = resize(images, model_cfg.image_size), labels
             self.batches = BatchStream(len(self.images), self.micro_batch, cfg.seed, self.rank, self.world)

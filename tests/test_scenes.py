@@ -185,6 +185,20 @@ def test_render_puts_each_garment_in_its_slot(wardrobe, train_slice):
     assert int(right[3].max()) > 102 >= int(left[3].max())  # the bag on the right, the dark sneaker on the left
 
 
+def test_and_in_order_lays_out_a_and_b_in_the_order_of_mention(wardrobe, train_slice):
+    images, labels = train_slice
+    scenes = [parse_scene("a bag and a sneaker")] * 40
+    def bag_on_the_left(canvas):
+        return [any(torch.equal(c[:, :SLOT], img) for img in images[labels == 8]) for c in canvas]
+
+    either = bag_on_the_left(wardrobe.render(scenes, torch.Generator().manual_seed(0)))
+    assert 0 < sum(either) < len(scenes)  # the caption allows both layouts: both are drawn
+    assert all(bag_on_the_left(wardrobe.render(scenes, torch.Generator().manual_seed(0), and_in_order=True)))
+    ordered = wardrobe.render([parse_scene("a bag to the right of a sneaker")], torch.Generator().manual_seed(0),
+                              and_in_order=True)  # other forms keep their layouts
+    assert not bag_on_the_left(ordered)[0]
+
+
 def test_scene_batches_are_reproducible_from_the_generator(wardrobe):
     a = wardrobe.batch(8, torch.Generator().manual_seed(5))
     b = wardrobe.batch(8, torch.Generator().manual_seed(5))
@@ -354,13 +368,17 @@ def test_scenes_data_needs_a_scenes_model_and_no_flips(tmp_path, train_slice):
                 TrainConfig(data="scenes", progress=False), tmp_path, data=train_slice)
     with pytest.raises(ValueError, match="a flip would swap left and right"):
         _scenes_trainer(tmp_path, hflip=0.5)
-    with pytest.raises(ValueError, match="scene_forms weighs the forms of the scenes grammar and does not apply"):
-        Trainer(ModelConfig(family="diffusion", image_size=4, patch_size=2, d_model=32),
-                TrainConfig(scene_forms=(1, 1, 1, 6, 3, 3, 1), progress=False), tmp_path, data=train_slice)
+    for field, value in (("scene_forms", (1, 1, 1, 6, 3, 3, 1)), ("and_in_order", True)):
+        with pytest.raises(ValueError, match=f"{field} .* does not apply to data='fashion-mnist'"):
+            Trainer(ModelConfig(family="diffusion", image_size=4, patch_size=2, d_model=32),
+                    TrainConfig(**{field: value}, progress=False), tmp_path, data=train_slice)
 
 
-def test_a_scenes_run_cannot_resume_with_another_mix_of_forms(tmp_path):
+@pytest.mark.parametrize("field, value, said", [
+    ("scene_forms", (1, 1, 1, 6, 3, 3, 1), r"scene_forms=\(1\.0, 1\.0, 1\.0, 2\.0, 3\.0, 3\.0, 1\.0\) in the "
+                                           r"checkpoint but \(1\.0, 1\.0, 1\.0, 6\.0, 3\.0, 3\.0, 1\.0\) here"),
+    ("and_in_order", True, "and_in_order=False in the checkpoint but True here")])
+def test_a_scenes_run_cannot_resume_with_other_scenes(tmp_path, field, value, said):
     _scenes_trainer(tmp_path, steps=4, stop_at=2).run()
-    with pytest.raises(ValueError, match=r"scene_forms=\(1\.0, 1\.0, 1\.0, 2\.0, 3\.0, 3\.0, 1\.0\) in the "
-                                         r"checkpoint but \(1\.0, 1\.0, 1\.0, 6\.0, 3\.0, 3\.0, 1\.0\) here"):
-        _scenes_trainer(tmp_path, resume=True, scene_forms=(1, 1, 1, 6, 3, 3, 1))
+    with pytest.raises(ValueError, match=said):
+        _scenes_trainer(tmp_path, resume=True, **{field: value})
