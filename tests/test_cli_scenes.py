@@ -137,14 +137,16 @@ def test_one_stage_of_a_shipped_cascade_is_replaced_by_its_fine_tuned_run_and_th
         tmp_path, runs, train_slice, monkeypatch, capsys):
     folder = new_root(tmp_path / "root")
     assert ship(folder, *stage_args(runs)) == 0
-    manifest = read_manifest(folder)  # as the shipped stages were: trained before scene_forms was a field
-    del manifest["scenes_sr"]["train_config"]["scene_forms"]
+    manifest = read_manifest(folder)  # as the shipped stages were: trained before these fields existed
+    for field in ("scene_forms", "and_in_order"):
+        del manifest["scenes_sr"]["train_config"][field]
     ship_checkpoint.write_entries(manifest, folder)
     before, base_bytes = read_manifest(folder), (folder / "scenes_base.pt").read_bytes()
     old_log = (folder / "scenes_sr_log.jsonl").read_text()
     monkeypatch.setenv("IMAGEN_TUTORIAL_CHECKPOINTS", str(folder))  # --init-from scenes_sr: the shipped SR stage
     tuned = train_tiny(tmp_path / "tuned", "caption_lowres", train_slice, steps=3,
-                       train={"init_from": "scenes_sr", "lr": 1e-4, "seed": 1, "scene_forms": (1, 1, 1, 6, 3, 3, 1)})
+                       train={"init_from": "scenes_sr", "lr": 1e-4, "seed": 1,
+                              "scene_forms": (1, 1, 1, 6, 3, 3, 1), "and_in_order": True})
     assert ship(folder, "--stage", "scenes_nope", str(tuned)) == 2
     assert "the shipped scenes has the stages scenes_base and scenes_sr: name one of them" in capsys.readouterr().err
     assert ship(folder, "--stage", "scenes_sr", str(tuned), "--replace") == 0
@@ -156,7 +158,7 @@ def test_one_stage_of_a_shipped_cascade_is_replaced_by_its_fine_tuned_run_and_th
     trained = after["scenes_sr"]["trained"]
     assert re.match(r"fine-tuned from the shipped scenes_sr \(2 steps in [\d.]+ min\): 3 steps of batch 8", trained)
     assert trained.endswith("--config configs/scenes_sr.toml --init-from scenes_sr --steps 3 --lr 0.0001 --seed 1 "
-                            "--scene-forms 1.0 1.0 1.0 6.0 3.0 3.0 1.0 --out runs/scenes_sr")
+                            "--scene-forms 1.0 1.0 1.0 6.0 3.0 3.0 1.0 --and-in-order --out runs/scenes_sr")
     log = (folder / "scenes_sr_log.jsonl").read_text()  # the shipped stage's history, then the fine-tuning's
     assert log == old_log + '{"fine_tuned_from": "scenes_sr", "steps_before": 2}\n' + (tuned / "log.jsonl").read_text()
     assert isinstance(load_pretrained("scenes", root=folder), Cascade)

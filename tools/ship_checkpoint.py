@@ -186,8 +186,13 @@ def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> tuple[str, str]:
     changed = {key: value for key, value in train_cfg.items()
                if key in before and key != "extra" and before[key] != json.loads(json.dumps(value))}  # extra: notes
     changed = dict(sorted(changed.items(), key=lambda item: item[0] != "init_from"))  # --init-from first
-    flags = " ".join(f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, (list, tuple))
-                                                       else str(value)) for key, value in changed.items())
+    def flag(key: str, value) -> str:  # as the command line takes it: --and-in-order, --betas 0.9 0.95
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            return f"--{'' if value else 'no-'}{name}"
+        return f"--{name} " + (" ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+
+    flags = " ".join(flag(key, value) for key, value in changed.items())
     return f"fine-tuned from the shipped {name} ({old.get('steps')} steps in {old.get('train_minutes')} min): ", flags
 
 
