@@ -253,7 +253,8 @@ def test_resume_applies_a_lower_lr_and_records_it(tmp_path, train_slice, capsys)
 def test_resume_refuses_fields_that_fix_the_data_order(tmp_path, train_slice):
     _trainer(tmp_path, train_slice).save()
     with pytest.raises(ValueError, match=r"cannot continue with another batch_size, accum_steps, seed, train_images, "
-                                         r"data \(batch_size=16 in the checkpoint but 32 here\).*into a new --out"):
+                                         r"data, scene_forms, and_in_order \(batch_size=16 in the checkpoint but 32 "
+                                         r"here\).*into a new --out"):
         _trainer(tmp_path, train_slice, resume=True, batch_size=32)
 
 
