@@ -209,12 +209,10 @@ def check_data(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
         raise ValueError(f"data='scenes' trains a caption-reading diffusion model on a two-slot canvas: set family="
                          f"'diffusion', aspect=2 and condition 'caption' or 'caption_lowres' (got "
                          f"{model_cfg.family!r}, aspect={model_cfg.aspect}, {model_cfg.condition!r})")
-    if not scenes_model and cfg.scene_forms != TrainConfig.scene_forms:
-        raise ValueError("scene_forms weighs the forms of the scenes grammar and does not apply to data="
-                         "'fashion-mnist' (single garments): drop it")
-    if not scenes_model and cfg.and_in_order:
-        raise ValueError("and_in_order lays out the scenes of 'A and B' captions and does not apply to data="
-                         "'fashion-mnist' (single garments): drop it")
+    for name in ("scene_forms", "and_in_order"):  # how scenes are drawn: their defaults for any other data
+        if not scenes_model and getattr(cfg, name) != getattr(TrainConfig, name):
+            raise ValueError(f"{name} sets how the scenes of Part III are drawn and does not apply to data="
+                             f"'fashion-mnist' (single garments): drop it")
     if scenes_model and (cfg.hflip or cfg.crop_padding):
         raise ValueError("hflip and crop_padding do not apply to scenes: a flip would swap left and right. Set both "
                          "to 0")

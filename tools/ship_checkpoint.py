@@ -184,8 +184,9 @@ def fine_tuned(name: str, train_cfg: dict, old: dict | None) -> tuple[str, str]:
     before = {**TrainConfig().to_dict(), **old.get("train_config", {})}  # a field newer than the shipped stage
     before = json.loads(json.dumps(before))                                 # ran at its default
     changed = {key: value for key, value in train_cfg.items()
-               if key in before and key != "extra" and before[key] != json.loads(json.dumps(value))}  # extra: notes
+               if key != "extra" and before[key] != json.loads(json.dumps(value))}  # extra: notes
     changed = dict(sorted(changed.items(), key=lambda item: item[0] != "init_from"))  # --init-from first
+
     def flag(key: str, value) -> str:  # as the command line takes it: --and-in-order, --betas 0.9 0.95
         name = key.replace("_", "-")
         if isinstance(value, bool):
